@@ -1,0 +1,164 @@
+"""The video manifest: one row per video, the single contract between data sources and the rest.
+
+Columns (``MANIFEST_COLUMNS``; empty cell = unknown):
+
+=============  ==========================================================================
+video_id       unique, filesystem-safe id (letters, digits, ``._-``); names the frame shard
+path           video file, relative to the data root; must stay inside it
+patient_id     patient identifier (unique across hospitals: scope it, e.g. ``<hospital>_p3``)
+hospital       hospital or source the video comes from (one per patient)
+probe          ``convex`` | ``linear`` | ``unknown``
+fps            frames per second of the file (float > 0)
+n_frames       number of frames in the file (int >= 1)
+video_score    video-level severity 0..3 (Soldati scheme)
+diagnosis      ``covid`` | ``pneumonia`` | ``healthy`` (patient-level)
+frame_labels   .npz relative to the root with ``labels`` int (T,) 0..3 and optional
+               ``annotators`` int (A, T); T = frames in the video file
+masks          .npz relative to the root with ``masks`` uint8 (T, H, W) in video pixels,
+               classes 0 background, 1..4 = region of score 0..3
+=============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MANIFEST_COLUMNS = [
+    "video_id", "path", "patient_id", "hospital", "probe", "fps", "n_frames",
+    "video_score", "diagnosis", "frame_labels", "masks",
+]
+REQUIRED_COLUMNS = ["video_id", "path", "patient_id"]
+DIAGNOSES = ("covid", "pneumonia", "healthy")
+PROBES = ("convex", "linear", "unknown")
+SCORES = (0, 1, 2, 3)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ManifestError(ValueError):
+    """The manifest (or a user's CSV) breaks the schema; the message names file, row and column."""
+
+
+def safe_video_id(name: str) -> str:
+    """Turn a file stem into a filesystem-safe id (``Cov-Atlas+(44)`` -> ``Cov-Atlas_44``)."""
+    out = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
+    return re.sub(r"_+", "_", out) or "video"
+
+
+def resolve_inside(root: Path, rel: str, where: str) -> Path:
+    """Resolve ``rel`` against ``root`` and refuse anything that escapes it (``..``, absolute paths, links)."""
+    root_resolved = root.resolve()
+    candidate = Path(rel)
+    full = (candidate if candidate.is_absolute() else root_resolved / candidate).resolve()
+    if full != root_resolved and root_resolved not in full.parents:
+        raise ManifestError(f"{where}: path '{rel}' escapes the data root {root_resolved}; "
+                            "paths must be relative and stay inside data.root")
+    return full
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def validate_manifest(df: pd.DataFrame, root: Path, source: str, check_files: bool = True) -> pd.DataFrame:
+    """Check every row against the schema and return a normalised copy (typed columns, fixed order).
+
+    ``source`` names the file or importer in error messages (e.g. ``my_videos.csv``). Row numbers
+    in messages are 1-based data rows (header excluded), as a spreadsheet user would count them
+    minus the header.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{source}: missing required column(s) {', '.join(missing)}; "
+                            f"expected columns: {', '.join(MANIFEST_COLUMNS)}")
+    unknown = [c for c in df.columns if c not in MANIFEST_COLUMNS]
+    if unknown:
+        raise ManifestError(f"{source}: unknown column(s) {', '.join(map(str, unknown))}; "
+                            f"expected columns: {', '.join(MANIFEST_COLUMNS)}")
+    if len(df) == 0:
+        raise ManifestError(f"{source}: the dataset is empty (no video rows)")
+    df = df.reindex(columns=MANIFEST_COLUMNS).copy()
+    rows = []
+    for i, rec in enumerate(df.to_dict("records"), start=1):
+        where = f"{source}, row {i}"
+        out: dict[str, object] = {}
+        for col in ("video_id", "path", "patient_id"):
+            if _blank(rec[col]):
+                raise ManifestError(f"{where}: column '{col}' is empty; every video needs one")
+            out[col] = str(rec[col]).strip()
+        if not _SAFE_ID.match(out["video_id"]):
+            raise ManifestError(f"{where}: video_id '{out['video_id']}' must use only letters, digits, '.', '_', '-'")
+        full = resolve_inside(root, out["path"], where)
+        if check_files and not full.is_file():
+            raise ManifestError(f"{where}: video file not found: {full}")
+        out["hospital"] = "" if _blank(rec["hospital"]) else str(rec["hospital"]).strip()
+        probe = "unknown" if _blank(rec["probe"]) else str(rec["probe"]).strip().lower()
+        if probe not in PROBES:
+            raise ManifestError(f"{where}: probe '{probe}' is not one of {', '.join(PROBES)}")
+        out["probe"] = probe
+        for col, kind in (("fps", float), ("n_frames", int)):
+            value = rec[col]
+            if _blank(value):
+                out[col] = np.nan
+                continue
+            try:
+                num = float(value)
+            except (TypeError, ValueError):
+                raise ManifestError(f"{where}: column '{col}' must be a number, got '{value}'") from None
+            if not np.isfinite(num) or num <= 0 or (kind is int and num != int(num)):
+                raise ManifestError(f"{where}: column '{col}' must be a positive {'integer' if kind is int else 'number'}, got '{value}'")
+            out[col] = num
+        score = rec["video_score"]
+        if _blank(score):
+            out["video_score"] = np.nan
+        else:
+            try:
+                num = float(score)
+            except (TypeError, ValueError):
+                raise ManifestError(f"{where}: video_score must be an integer 0..3, got '{score}'") from None
+            if num not in SCORES:
+                raise ManifestError(f"{where}: video_score must be an integer 0..3, got '{score}'")
+            out["video_score"] = num
+        diag = "" if _blank(rec["diagnosis"]) else str(rec["diagnosis"]).strip().lower()
+        if diag and diag not in DIAGNOSES:
+            raise ManifestError(f"{where}: diagnosis '{diag}' is not one of {', '.join(DIAGNOSES)}")
+        out["diagnosis"] = diag
+        for col in ("frame_labels", "masks"):
+            if _blank(rec[col]):
+                out[col] = ""
+                continue
+            rel = str(rec[col]).strip()
+            full_ann = resolve_inside(root, rel, where)
+            if check_files and not full_ann.is_file():
+                raise ManifestError(f"{where}: {col} file not found: {full_ann}")
+            out[col] = rel
+        rows.append(out)
+    clean = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    dup = clean["video_id"][clean["video_id"].duplicated()].unique()
+    if len(dup):
+        raise ManifestError(f"{source}: duplicate video_id(s): {', '.join(map(str, dup[:10]))}")
+    hosp = clean[clean["hospital"] != ""].groupby("patient_id")["hospital"].nunique()
+    multi = hosp[hosp > 1].index.tolist()
+    if multi:
+        raise ManifestError(f"{source}: patient id(s) {', '.join(map(str, multi[:10]))} appear under more than one "
+                            "hospital; patient ids must be unique across hospitals (prefix them with the hospital)")
+    clean["fps"] = clean["fps"].astype(float)
+    clean["n_frames"] = clean["n_frames"].astype("Int64")
+    clean["video_score"] = clean["video_score"].astype("Int64")
+    return clean
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest written by the prepare stage (already validated), with typed columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path} (run the prepare stage first: dvc repro prepare)")
+    df = pd.read_csv(path, dtype={"video_id": str, "path": str, "patient_id": str, "hospital": str,
+                                  "probe": str, "diagnosis": str, "frame_labels": str, "masks": str},
+                     keep_default_na=False, na_values={"fps": [""], "n_frames": [""], "video_score": [""]})
+    df["n_frames"] = df["n_frames"].astype("Int64")
+    df["video_score"] = df["video_score"].astype("Int64")
+    return df

@@ -1,0 +1,28 @@
+"""Shared entry-point wrapper of the stage modules: argv parsing and user-facing errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from lus.config.base import ParamsError
+from lus.data.manifest import ManifestError
+
+USER_ERRORS = (ParamsError, ManifestError, FileNotFoundError, ValueError)
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return parser
+
+
+def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
+    """Parse argv, run ``main`` and turn expected user errors into one clear line and exit code 1."""
+    args = parser.parse_args()
+    try:
+        main(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
