@@ -12,6 +12,7 @@ fps            frames per second of the file (float > 0)
 n_frames       number of frames in the file (int >= 1)
 video_score    video-level severity 0..3 (Soldati scheme)
 diagnosis      ``covid`` | ``pneumonia`` | ``healthy`` (patient-level)
+covid_positive 1 / 0: the patient's COVID-19 test (covid-blues PCR), when known
 frame_labels   .npz relative to the root with ``labels`` int (T,) 0..3 and optional
                ``annotators`` int (A, T); T = frames in the video file
 masks          .npz relative to the root with ``masks`` uint8 (T, H, W) in video pixels,
@@ -29,7 +30,7 @@ import pandas as pd
 
 MANIFEST_COLUMNS = [
     "video_id", "path", "patient_id", "hospital", "probe", "fps", "n_frames",
-    "video_score", "diagnosis", "frame_labels", "masks",
+    "video_score", "diagnosis", "covid_positive", "frame_labels", "masks",
 ]
 REQUIRED_COLUMNS = ["video_id", "path", "patient_id"]
 DIAGNOSES = ("covid", "pneumonia", "healthy")
@@ -126,6 +127,17 @@ def validate_manifest(df: pd.DataFrame, root: Path, source: str, check_files: bo
         if diag and diag not in DIAGNOSES:
             raise ManifestError(f"{where}: diagnosis '{diag}' is not one of {', '.join(DIAGNOSES)}")
         out["diagnosis"] = diag
+        pos = rec["covid_positive"]
+        if _blank(pos):
+            out["covid_positive"] = np.nan
+        else:
+            try:
+                num = float(pos)
+            except (TypeError, ValueError):
+                raise ManifestError(f"{where}: covid_positive must be 0 or 1, got '{pos}'") from None
+            if num not in (0, 1):
+                raise ManifestError(f"{where}: covid_positive must be 0 or 1, got '{pos}'")
+            out["covid_positive"] = num
         for col in ("frame_labels", "masks"):
             if _blank(rec[col]):
                 out[col] = ""
@@ -148,6 +160,7 @@ def validate_manifest(df: pd.DataFrame, root: Path, source: str, check_files: bo
     clean["fps"] = clean["fps"].astype(float)
     clean["n_frames"] = clean["n_frames"].astype("Int64")
     clean["video_score"] = clean["video_score"].astype("Int64")
+    clean["covid_positive"] = clean["covid_positive"].astype("Int64")
     return clean
 
 
@@ -158,7 +171,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"manifest not found: {path} (run the prepare stage first: dvc repro prepare)")
     df = pd.read_csv(path, dtype={"video_id": str, "path": str, "patient_id": str, "hospital": str,
                                   "probe": str, "diagnosis": str, "frame_labels": str, "masks": str},
-                     keep_default_na=False, na_values={"fps": [""], "n_frames": [""], "video_score": [""]})
-    df["n_frames"] = df["n_frames"].astype("Int64")
-    df["video_score"] = df["video_score"].astype("Int64")
+                     keep_default_na=False,
+                     na_values={"fps": [""], "n_frames": [""], "video_score": [""], "covid_positive": [""]})
+    for col in ("n_frames", "video_score", "covid_positive"):
+        df[col] = df[col].astype("Int64")
     return df
