@@ -1,0 +1,73 @@
+"""DVC stage ``split``: patient-wise, stratified k-fold split -> data/splits/folds.json.
+
+A user folds file (``split.override``) takes precedence over the generated split; either way the
+stage refuses to write a split that leaks a patient or misses a video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from lus.config.base import load_section
+from lus.config.data import BaseSection, SplitSection
+from lus.data.folds import SplitError, check_folds, fold_class_counts, make_folds, stratification_labels
+from lus.data.manifest import read_manifest
+from lus.io import read_json, write_json
+from stages._cli import run, stage_parser
+
+
+def extracted_videos(manifest_path: Path, index_path: Path) -> pd.DataFrame:
+    """Manifest rows of the videos that extraction kept (skipped videos cannot be split)."""
+    manifest = read_manifest(manifest_path)
+    if not index_path.is_file():
+        raise FileNotFoundError(f"frame index not found: {index_path} (run: dvc repro extract_frames)")
+    kept = set(pd.read_csv(index_path, dtype={"video_id": str})["video_id"])
+    videos = manifest[manifest["video_id"].isin(kept)].reset_index(drop=True)
+    if videos.empty:
+        raise SplitError(f"{index_path}: no extracted videos to split")
+    return videos
+
+
+def main(args: argparse.Namespace) -> None:
+    seed = load_section(BaseSection, args.params).seed
+    cfg = load_section(SplitSection, args.params)
+    videos = extracted_videos(Path(args.manifest), Path(args.index))
+    n_folds = len(cfg.folds)
+    if cfg.override:
+        source = cfg.override
+        folds = check_folds(read_json(cfg.override), videos, source=source, n_folds=n_folds)
+        label_name, _ = stratification_labels(videos, cfg.stratify_by)
+        doc = {"seed": seed, "group_key": "patient_id", "stratify_by": label_name, "source": source, "folds": folds}
+    else:
+        doc = make_folds(videos, n_folds, cfg.val_fraction, seed, cfg.stratify_by)
+    if doc["stratify_by"] != "none":
+        doc["class_counts"] = fold_class_counts(doc, videos, doc["stratify_by"])
+        per_class_patients = videos.groupby(videos[doc["stratify_by"]].astype(str))["patient_id"].nunique()
+        for k, counts in enumerate(doc["class_counts"]):
+            absent = [c for c, n in per_class_patients.items() if n >= n_folds and c not in counts["test"]]
+            if absent:
+                raise SplitError(f"fold {k} has no test videos of class(es) {', '.join(absent)} although each has "
+                                 f">= {n_folds} patients; the split is badly stratified")
+            thin = [c for c, n in per_class_patients.items() if c not in counts["test"]]
+            if thin:
+                print(f"warning: fold {k} has no test videos of class(es) {', '.join(thin)} "
+                      f"(too few patients of that class for {n_folds} folds)", file=sys.stderr)
+    write_json(args.out, doc)
+    sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}/{len(f['test'])}" for f in doc["folds"])
+    print(f"wrote {args.out}: {n_folds} folds (train/val/test patients: {sizes}), stratified by {doc['stratify_by']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--manifest", default="data/raw/manifest.csv")
+    parser.add_argument("--index", default="data/frames/index.csv")
+    parser.add_argument("--out", default="data/splits/folds.json")
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())
