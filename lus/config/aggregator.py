@@ -8,6 +8,7 @@ to 0, final parameters kept.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from lus.config.base import ParamsError, Section, bounded, choice, listof
@@ -60,4 +61,4 @@ class AggregatorSection(Section):
 
 
 # Exact keys of this section, for the ``params:`` list of the train_aggregator stage in dvc.yaml.
-PARAM_KEYS = tuple(f"aggregator.{name}" for name in AggregatorSection.__dataclass_fields__)
+PARAM_KEYS = tuple(f"aggregator.{f.name}" for f in dataclasses.fields(AggregatorSection))

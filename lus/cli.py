@@ -1,0 +1,101 @@
+"""The ``lus`` command (``python -m lus.cli`` before installation).
+
+Subcommands are registered by small ``_add_<name>`` functions that attach a parser and a handler
+``_cmd_<name>(args)``; add new ones the same way and list them in :data:`COMMANDS`.
+
+* ``lus iclus-convert --trust-pickle --src ../shared/data/iclus-frame-predictions --out data/iclus``
+  verifies the pinned SHA-256 of the ICLUS pickle and converts it once to Parquet.
+* ``lus iclus-table --data data/iclus --out metrics/iclus`` runs the uninorm aggregator (paper
+  settings, product/lukasiewicz/min) and the baselines on 5 patient-wise folds and writes a markdown
+  table next to the paper's Table 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from typing import Callable, Sequence
+
+from lus.config.base import ParamsError
+from lus.data.manifest import ManifestError
+
+USER_ERRORS = (ParamsError, ManifestError, FileNotFoundError, ValueError)
+
+
+def _cmd_iclus_convert(args: argparse.Namespace) -> None:
+    from lus.data.iclus import convert_iclus
+
+    summary = convert_iclus(args.src, args.out, trust_pickle=args.trust_pickle, force=args.force)
+    c = summary["counts"]
+    state = "up to date" if summary.get("skipped") else "converted"
+    print(f"{state}: {args.out} ({c['videos']} videos, {c['patients']} patients, {c['hospitals']} hospitals, "
+          f"{c['frames']} frames)")
+
+
+def _add_iclus_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("iclus-convert", help="convert the ICLUS frame-prediction pickle once to safe Parquet",
+                       description="Verify the pinned SHA-256 of frame_predictions.pkl, load it with an allow-list "
+                                   "unpickler and write frames.parquet, videos.csv and source.json. Loading a "
+                                   "pickle can run code, so --trust-pickle is required.")
+    p.add_argument("--src", default="../shared/data/iclus-frame-predictions", help="folder with the ICLUS files")
+    p.add_argument("--out", default="data/iclus", help="output folder (default: data/iclus)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading the pickle (only if its SHA-256 matches the pinned published file)")
+    p.add_argument("--force", action="store_true", help="convert again even if the output is up to date")
+    p.set_defaults(func=_cmd_iclus_convert)
+
+
+def _cmd_iclus_table(args: argparse.Namespace) -> None:
+    from lus.data.iclus import iclus_table
+
+    command = "lus " + " ".join(shlex.quote(a) for a in args.argv)
+    summary = iclus_table(args.data, args.out, n_folds=args.folds, seed=args.seed, tnorms=args.tnorms,
+                          command=command)
+    print(f"wrote {args.out}/table.md and metrics.json")
+    for method in ("uninorm_product", "uninorm_lukasiewicz", "uninorm_min", "argmax_mean", "max_argmax", "majority"):
+        if method in summary:
+            m = summary[method]
+            print(f"  {method:20s} weighted F1 {100 * m['f1_weighted_mean']:5.1f} ± {100 * m['f1_weighted_std']:4.1f}"
+                  f"  pooled {100 * m['f1_weighted_pooled']:5.1f}")
+
+
+def _add_iclus_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("iclus-table", help="Table 2 on the ICLUS frame predictions (aggregator vs baselines)")
+    p.add_argument("--data", default="data/iclus", help="converted ICLUS folder (lus iclus-convert)")
+    p.add_argument("--out", default="metrics/iclus", help="output folder for table.md and metrics.json")
+    p.add_argument("--folds", type=int, default=5, help="number of patient-wise folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    p.add_argument("--tnorms", nargs="+", default=["product", "lukasiewicz", "min"],
+                   choices=["product", "lukasiewicz", "min"], help="t-norms to compare (product is the paper's)")
+    p.set_defaults(func=_cmd_iclus_table)
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_iclus_convert, _add_iclus_table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lus", description="Lung-ultrasound deep-learning pipeline tools")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        args.func(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
