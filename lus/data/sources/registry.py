@@ -13,7 +13,7 @@ import pandas as pd
 from lus.data.manifest import ManifestError, validate_manifest
 
 
-def import_real_source(source: str, root: Path, user_manifest: str = "manifest.csv") -> pd.DataFrame:
+def import_real_source(source: str, root: Path, manifest_name: str = "manifest.csv") -> pd.DataFrame:
     """Rows of a source that is read in place (never copied): covid-blues, pocus or a user CSV."""
     if not root.is_dir():
         raise FileNotFoundError(f"data.root '{root}' is not a folder (data.source={source})")
@@ -28,7 +28,7 @@ def import_real_source(source: str, root: Path, user_manifest: str = "manifest.c
     elif source == "manifest":
         from lus.data.sources import user_manifest
 
-        path = root / user_manifest
+        path = root / manifest_name
         rows, name = user_manifest.load(path), str(path)
     else:
         raise ManifestError(f"data.source '{source}' is not read in place; expected covid-blues, pocus or manifest")
