@@ -25,7 +25,7 @@ from tqdm import tqdm
 from lus.config.extract import ExtractSection
 from lus.data.manifest import resolve_inside
 from lus.data.sector import CropBox, find_sector
-from lus.data.video import VideoError, iter_grey_frames, video_fps
+from lus.data.video import VideoError, open_grey_stream
 from lus.io import write_npz
 
 INDEX_COLUMNS = ["video_id", "shard", "n_frames", "n_decoded", "fps", "crop_x0", "crop_y0", "crop_x1", "crop_y1",
@@ -55,8 +55,14 @@ def keep_frame(i: int, fps: float, cfg: ExtractSection) -> bool:
 
 
 def _resize(frame: np.ndarray, cfg: ExtractSection, nearest: bool = False) -> np.ndarray:
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-    return cv2.resize(frame, (cfg.width, cfg.height), interpolation=interp)
+    """Downscale to the output size. Frames: Gaussian-pyramid halving while the frame is at least
+    twice the target, then INTER_AREA (anti-aliased like INTER_AREA alone, about 4x faster on
+    large crops). Masks: nearest neighbour, so class ids are never blended."""
+    if nearest:
+        return cv2.resize(frame, (cfg.width, cfg.height), interpolation=cv2.INTER_NEAREST)
+    while frame.shape[0] >= 2 * cfg.height and frame.shape[1] >= 2 * cfg.width:
+        frame = cv2.pyrDown(frame)
+    return cv2.resize(frame, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
 
 
 def _buffered(frames: Iterator[np.ndarray], n: int) -> tuple[list[np.ndarray], Iterator[np.ndarray]]:
@@ -87,9 +93,8 @@ def _load_annotations(job: VideoJob) -> dict[str, np.ndarray]:
 
 def extract_video(job: VideoJob, cfg: ExtractSection, out_dir: Path) -> dict[str, Any]:
     """Extract one video into ``out_dir/<video_id>.npz``; return its index row."""
-    fps = video_fps(job.video)
     ann = _load_annotations(job)
-    stream = iter_grey_frames(job.video)
+    fps, stream = open_grey_stream(job.video)
     head, rest = _buffered(stream, cfg.crop_buffer)
     if not head:
         raise VideoError(f"{job.video}: no frame could be decoded (empty or corrupt video)")
@@ -140,6 +145,7 @@ def jobs_from_manifest(manifest: pd.DataFrame, root: Path) -> list[VideoJob]:
 
 
 def _run_one(job: VideoJob, cfg: ExtractSection, out_dir: Path) -> tuple[VideoJob, dict[str, Any] | None, str]:
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes; avoid oversubscription
     try:
         return job, extract_video(job, cfg, out_dir), ""
     except (VideoError, cv2.error, OSError) as exc:

@@ -60,8 +60,7 @@ def find_sector(frames: np.ndarray, min_area_share: float = 0.05) -> CropBox:
     size = max(3, int(round(0.02 * max(h, w))))
     floor = min_area_share * h * w
     if n >= 2:
-        stack = frames.astype(np.float32)
-        spread = stack.max(axis=0) - stack.min(axis=0)
+        spread = frames.max(axis=0) - frames.min(axis=0)  # uint8: max >= min, no wrap-around
         thresh = max(4.0, 0.12 * float(np.percentile(spread, 99)))
         found = _largest_component_box(_clean(spread > thresh, size))
         if found is not None and found[1] >= floor:

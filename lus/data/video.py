@@ -56,9 +56,24 @@ def to_grey(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
+def _fps_of(cap: cv2.VideoCapture, default: float = 25.0) -> float:
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return fps if fps > 0 and np.isfinite(fps) else default
+
+
+def open_grey_stream(path: Path) -> tuple[float, Iterator[np.ndarray]]:
+    """``(fps, frames)`` from one open of the file: fps from the container (25 if unknown) and a
+    generator of grey uint8 (H, W) frames that raises :class:`VideoError` if none decodes."""
+    cap = open_video(path)
+    return _fps_of(cap), _grey_frames(cap, path)
+
+
 def iter_grey_frames(path: Path) -> Iterator[np.ndarray]:
     """Yield every decoded frame as grey uint8 (H, W); raise :class:`VideoError` if none decodes."""
-    cap = open_video(path)
+    return _grey_frames(open_video(path), path)
+
+
+def _grey_frames(cap: cv2.VideoCapture, path: Path) -> Iterator[np.ndarray]:
     n = 0
     try:
         while True:
@@ -72,7 +87,3 @@ def iter_grey_frames(path: Path) -> Iterator[np.ndarray]:
     if n == 0:
         raise VideoError(f"{path}: no frame could be decoded (empty or corrupt video)")
 
-
-def video_fps(path: Path, default: float = 25.0) -> float:
-    fps, _ = probe(path)
-    return fps if fps > 0 and np.isfinite(fps) else default
