@@ -1,0 +1,146 @@
+"""``metrics/report.md``: the papers' tables rebuilt from this run's metrics, published numbers beside.
+
+Everything here is a pure function of the metrics dicts written by the evaluate stage, so the report
+changes exactly when a metric changes (tested). Missing parts (e.g. no masks -> no segmentation)
+are stated in the table instead of being silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lus.report import published as pub
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def pm(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 1) -> str:
+    if mean is None:
+        return "–"
+    if std is None:
+        return f"{scale * mean:.{digits}f}"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def get(tree: Mapping[str, Any], dotted: str) -> Any:
+    """``get(m, "a.b.c")`` on nested dicts; None when any part is missing."""
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def table1(frame: Mapping[str, Any]) -> str:
+    """Frame F1 (= accuracy, %) per model and evaluation setting, ours vs Roy et al. Table 1."""
+    rows = []
+    for arch, m in frame.items():
+        cells = [pct(get(m, f"pooled.{s}.accuracy")) for s in pub.TABLE1_COLUMNS[:-1]]
+        cells.append(pct(get(m, "pooled.avg.accuracy")))
+        rows.append([f"**ours: {arch}**"] + cells)
+        weak = get(m, "weak_label.pooled.accuracy")
+        if weak is not None and get(m, "pooled.regular.accuracy") is None:
+            rows[-1][1] = f"{pct(weak)} (weak labels)"
+    for name, values in pub.TABLE1.items():
+        rows.append([f"published: {name}"] + [f"{v:.1f}" for v in values])
+    note = ("Ours: out-of-fold accuracy over all labelled frames (pooled over folds); '–' = setting not "
+            "available in this data (e.g. no per-annotator labels). Published: Roy et al. 2020 Table 1 (ICLUS).")
+    return _table(["model", *pub.TABLE1_HEADERS], rows) + "\n\n" + note
+
+
+def table2(video: Mapping[str, Any]) -> str:
+    """Video score: uninorm vs baselines, mean ± std over folds (%), ours vs Roy et al. Table 2."""
+    rows = []
+    methods = [m for m in ("uninorm", "argmax_mean", "max_argmax", "majority", "threshold_count_5",
+                           "threshold_count_10", "threshold_count_15") if isinstance(video.get(m), Mapping)]
+    for method in methods:
+        m = video[method]
+        paper = pub.TABLE2.get(method)
+        rows.append([method] + [pm(m.get(f"{k}_mean"), m.get(f"{k}_std")) for k in
+                                ("f1_weighted", "precision_weighted", "recall_weighted", "accuracy", "covid_accuracy")]
+                    + [pct(m.get("f1_weighted_pooled"))]
+                    + ([" / ".join(f"{a} ± {b}" for a, b in paper)] if paper else ["–"]))
+    headers = ["method", "weighted F1", "weighted precision", "weighted recall", "accuracy", "COVID/no-COVID acc.",
+               "pooled F1", "published F1 / precision / recall"]
+    return _table(headers, rows) + (f"\n\n{int(video.get('n_videos', 0))} test videos over "
+                                    f"{int(video.get('n_folds', 0))} patient-wise folds; std is the population std "
+                                    "over folds. Published: Roy et al. 2020 Table 2 (ICLUS, 58 videos).")
+
+
+def table_segmentation(seg: Mapping[str, Any]) -> str:
+    if not seg or not seg.get("applicable"):
+        return "Not applicable: this data source has no segmentation masks."
+    rows = []
+    for name in [k for k, v in seg.items() if isinstance(v, Mapping)]:
+        m = seg[name]
+        if m.get("dice_bin_mean") is None:
+            continue
+        rows.append([name] + [pm(m.get(f"{k}_mean"), m.get(f"{k}_std"), 1.0, 3)
+                              for k in ("dice_bin", "dice_cat", "pixel_acc")])
+    rows.append(["published ensemble (Roy et al. 2020, unverified)", f"≈ {pub.SEGMENTATION['ensemble_dice_bin']:.2f}",
+                 "–", f"≈ {pub.SEGMENTATION['ensemble_pixel_acc']:.2f}"])
+    return _table(["model", "binary marker Dice", "categorical Dice", "pixel accuracy"], rows) + (
+        "\n\nMean ± population std over the segmentation folds. The published values are recalled from the paper "
+        "and not confirmed (METHODS.md §5.6).")
+
+
+def table_cnn_lstm(cnn: Mapping[str, Any], classes: list[str]) -> str:
+    if not cnn:
+        return "No CNN-LSTM results."
+    head = [["accuracy", pm(cnn.get("accuracy_mean"), cnn.get("accuracy_std"), 1.0, 3),
+             f"{pub.BARROS_ACCURACY[0]:.3f} ({pub.BARROS_ACCURACY[1]:.3f})" if set(classes) == set(pub.BARROS_PER_CLASS) else "–"]]
+    rows = []
+    for c in classes:
+        ref = pub.BARROS_PER_CLASS.get(c)
+        rows.append([c] + [pm(cnn.get(f"{c}.{k}_mean"), cnn.get(f"{c}.{k}_std"), 1.0, 3)
+                           for k in ("precision", "recall", "f1", "specificity")]
+                    + ([" / ".join(f"{v:.3f}" for v in ref)] if ref else ["–"]))
+    return (_table(["", "ours (mean ± std over folds)", "Barros et al. Xception-20"], head) + "\n\n"
+            + _table(["class", "precision", "recall (sensitivity)", "F1", "specificity",
+                      "Barros et al. P / R / F1 / spec."], rows)
+            + "\n\nOurs: patient-grouped folds. Barros et al.: video-wise, source-blocked folds (optimistic).")
+
+
+def build_report(metrics: Mapping[str, Mapping[str, Any]], source: Mapping[str, Any], cnn_classes: list[str],
+                 command: str = "dvc repro") -> str:
+    """The whole markdown report from the evaluate stage's metric groups."""
+    name = source.get("source", "?")
+    synthetic = name == "synthetic"
+    warning = ("**Data: built-in SYNTHETIC videos** — these numbers test the software, they say nothing about "
+               "clinical performance." if synthetic else
+               f"**Data: {name}** (read from `{source.get('root', '?')}`); see the README for its limits.")
+    parts = [
+        "# Results of this run",
+        "",
+        warning,
+        "",
+        f"Reproduce with `{command}`; every number below comes from `metrics/*.json` of the same run.",
+        "",
+        "## Table 1 — frame-level severity (accuracy = micro-F1, %)",
+        "",
+        table1(metrics.get("frame", {})),
+        "",
+        "## Table 2 — video score (%)",
+        "",
+        table2(metrics.get("video", {})),
+        "",
+        "## Segmentation (marker regions per severity)",
+        "",
+        table_segmentation(metrics.get("segmentation", {})),
+        "",
+        "## CNN-LSTM video classifier",
+        "",
+        table_cnn_lstm(metrics.get("cnn_lstm", {}), cnn_classes),
+        "",
+    ]
+    return "\n".join(parts)
