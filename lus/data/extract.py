@@ -1,21 +1,31 @@
-"""Frame extraction: one pass over each video -> one shard ``<video_id>.npz`` per video.
+"""Frame extraction: each manifest video -> one grey, sector-cropped, resized shard ``<video_id>.npz``.
 
-Each video is decoded exactly once and streamed: only the first ``crop_buffer`` frames are held to
-find the sector crop (:mod:`lus.data.sector`); every later frame is cropped, resized and dropped
-immediately, so memory is bounded by that buffer plus the small output, not by the video length.
-Frame labels, annotator labels and masks (when the manifest points to them) go through the same
-frame selection, crop and resize (nearest neighbour for masks) as the frames.
+Per video, in one decoding pass (never twice):
+
+1. the first ``crop_buffer`` frames are kept as full-resolution grey images and the sector crop
+   is detected on them (:func:`lus.data.sector.find_sector`);
+2. those buffered frames and every later *selected* frame are cropped, converted to grey and
+   resized (area averaging); frames the selection drops are only grabbed by the decoder, never
+   converted, which makes ``stride``/``target_fps`` cheaper;
+3. frame labels, annotator labels and masks (if the manifest row has them) go through exactly the
+   same selection, and masks through the same crop (nearest-neighbour resize, so class ids are
+   never blended); their length must equal the decoded frame count.
+
+Memory per worker is bounded by one video: the crop buffer, the small output frames and the
+video's annotation arrays. Videos run in a process pool (``extract.workers``); each worker decodes
+with one FFmpeg thread, since the parallelism comes from the processes (measured faster on 2 cores
+than letting both processes start decoder threads).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -24,175 +34,428 @@ from tqdm import tqdm
 
 from lus.config.extract import ExtractSection
 from lus.data.manifest import resolve_inside
-from lus.data.sector import CropBox, find_sector
-from lus.data.video import VideoError, open_grey_stream
-from lus.io import write_npz
+from lus.data.sector import CropBox, Sector, find_sector
+from lus.data.shards import INDEX_COLUMNS, LABEL_RANGE, MASK_CLASSES, write_shard
+from lus.data.video import VideoError, VideoReader
 
-INDEX_COLUMNS = ["video_id", "shard", "n_frames", "n_decoded", "fps", "crop_x0", "crop_y0", "crop_x1", "crop_y1",
-                 "has_labels", "has_masks"]
+_HALVE_WHILE = 2  # resize_area halves while the image is at least this many times the target
+
+# Errors that concern one video (its file, its annotations): recorded under on_error=skip.
+VIDEO_ERRORS = (ValueError, OSError)
 
 
 @dataclass(frozen=True)
 class VideoJob:
+    """One video to extract. ``where`` names its manifest row in error messages."""
+
     video_id: str
     video: Path
-    labels: Path | None
-    masks: Path | None
+    labels: Path | None = None
+    masks: Path | None = None
+    fps_hint: float = float("nan")  # manifest fps, used only when the container has none
+    where: str = ""
 
 
-def keep_frame(i: int, fps: float, cfg: ExtractSection) -> bool:
-    """Frame selection: every ``stride``-th frame, then at most ``target_fps`` frames per second."""
-    if i % cfg.stride:
-        return False
-    if cfg.target_fps <= 0 or fps <= 0:
-        return True
-    j = i // cfg.stride
-    step_fps = fps / cfg.stride
-    if cfg.target_fps >= step_fps:
-        return True
-    ratio = cfg.target_fps / step_fps
-    return j == 0 or math.floor(j * ratio) > math.floor((j - 1) * ratio)
+@dataclass
+class ExtractResult:
+    """``index``: one row per extracted video (``INDEX_COLUMNS``); ``report``: JSON-ready summary."""
+
+    index: pd.DataFrame
+    report: dict[str, Any] = field(default_factory=dict)
 
 
-def _resize(frame: np.ndarray, cfg: ExtractSection, nearest: bool = False) -> np.ndarray:
-    """Downscale to the output size. Frames: Gaussian-pyramid halving while the frame is at least
-    twice the target, then INTER_AREA (anti-aliased like INTER_AREA alone, about 4x faster on
-    large crops). Masks: nearest neighbour, so class ids are never blended."""
-    if nearest:
-        return cv2.resize(frame, (cfg.width, cfg.height), interpolation=cv2.INTER_NEAREST)
-    while frame.shape[0] >= 2 * cfg.height and frame.shape[1] >= 2 * cfg.width:
-        frame = cv2.pyrDown(frame)
-    return cv2.resize(frame, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
+# --------------------------------------------------------------------------- frame selection
+
+def frame_selector(cfg: ExtractSection, fps: float, name: str = "video") -> Callable[[int], bool]:
+    """``keep(i)`` for source frame ``i``: every ``stride``-th frame, or about ``target_fps`` per second.
+
+    By time: frame ``i`` sits at ``i / fps`` seconds; a frame is kept when it is the first one in a
+    new ``1 / target_fps`` period, so the kept frames are as evenly spaced in time as the source
+    allows and the first frame is always kept. A target at or above the source rate keeps all.
+    """
+    if cfg.target_fps > 0:
+        if not (math.isfinite(fps) and fps > 0):
+            raise VideoError(f"{name}: frame rate unknown (container and manifest), cannot subsample "
+                             "by time; set extract.target_fps: 0 and use extract.stride")
+        ratio = cfg.target_fps / fps
+        if ratio >= 1.0:
+            return lambda i: True
+        return lambda i: i == 0 or math.floor(i * ratio + 1e-9) > math.floor((i - 1) * ratio + 1e-9)
+    stride = cfg.stride
+    return lambda i: i % stride == 0
 
 
-def _buffered(frames: Iterator[np.ndarray], n: int) -> tuple[list[np.ndarray], Iterator[np.ndarray]]:
-    head = []
-    for frame in frames:
-        head.append(frame)
-        if len(head) >= n:
-            break
-    return head, frames
+def spread(n: int, k: int) -> np.ndarray:
+    """Positions of ``k`` of ``n`` items spread evenly (``round(linspace)``, first and last included)."""
+    if k <= 0 or k >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
 
 
-def _load_annotations(job: VideoJob) -> dict[str, np.ndarray]:
+# --------------------------------------------------------------------------- image ops
+
+def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Anti-aliased downscale to (height, width) by area averaging (INTER_AREA), in stages for speed.
+
+    One INTER_AREA call with a fractional factor takes OpenCV's generic path, which costs about
+    40% of the decode time of the frame at 350 px and 60% at 850 px (to 64 px). While the image is
+    at least twice the target it is therefore halved with INTER_AREA (an exact 2x2 box mean on the
+    fast integer path, odd last row/column dropped); the last step is an INTER_AREA resize by a
+    factor < 2. It is still a box (area) filter, only slightly wider: measured on real crops to
+    64x64 it differs from one INTER_AREA call by 1.2-1.7 grey levels on average (99th percentile
+    6-13, frame std ~27) and costs 4-5x less (about 8% of decode time), which is what keeps
+    extraction above 80% of the raw decode rate. Crops under twice the target (e.g. 350 px to a
+    224 px preset) get exactly one INTER_AREA call; upscaling is INTER_AREA too (bilinear-like).
+    """
+    h, w = image.shape[:2]
+    while h >= _HALVE_WHILE * height and w >= _HALVE_WHILE * width:
+        image = cv2.resize(image[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def resize_nearest(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resize: class ids stay class ids."""
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def blank_outside(frames: np.ndarray, sector: Sector, box: CropBox, frame_shape: tuple[int, int]) -> np.ndarray:
+    """Fade output frames (T, h, w) to black outside the sector hull (burned-in text in box corners).
+
+    The hull mask is resized like the frames (area averaging), so its edge is a soft ramp of one
+    output pixel rather than a jagged cut; a hull covering the whole box changes nothing.
+    """
+    inside = box.apply(sector.inside_mask(*frame_shape))
+    if inside.all():
+        return frames
+    weight = resize_area(np.ascontiguousarray(inside) * np.uint8(255), frames.shape[2], frames.shape[1])
+    if (weight == 255).all():
+        return frames
+    out = (frames.astype(np.uint16) * weight + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+
+
+def frame_converter(box: CropBox, frame_shape: tuple[int, int], width: int, height: int):
+    """``convert(frame) -> uint8 (height, width)``: crop ``box`` of a BGR or grey frame, grey, resize.
+
+    A box covering most of the frame is converted to grey whole (contiguous rows convert faster
+    than a strided view); a small box is cropped first. Decided once per video.
+    """
+    whole = 2 * box.area >= frame_shape[0] * frame_shape[1]
+
+    def convert(frame: np.ndarray) -> np.ndarray:
+        grey = box.apply(_grey(frame)) if whole else _grey(box.apply(frame))
+        return resize_area(grey, width, height)
+
+    return convert
+
+
+# --------------------------------------------------------------------------- annotations
+
+@dataclass
+class Annotations:
+    labels: np.ndarray | None = None  # int (T,)
+    annotators: np.ndarray | None = None  # int (A, T)
+    masks: np.ndarray | None = None  # uint8 (T, H, W)
+
+
+def _load_npz(path: Path, keys: Sequence[str], required: str) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if required not in data.files:
+                raise ValueError(f"{path}: expected an array named '{required}', found {', '.join(data.files) or 'none'}")
+            return {key: data[key] for key in keys if key in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable .npz annotation file ({exc})") from exc
+
+
+def _check_ints(arr: np.ndarray, path: Path, key: str, ndim: int, lo: int, hi: int) -> np.ndarray:
+    if arr.ndim != ndim or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{path}: '{key}' must be an integer array with {ndim} dimension(s), got {arr.dtype} {arr.shape}")
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        raise ValueError(f"{path}: '{key}' values must lie in {lo}..{hi}, got {int(arr.min())}..{int(arr.max())}")
+    return arr
+
+
+def load_annotations(job: VideoJob) -> Annotations:
+    """Read and type-check a job's frame labels / annotators / masks (lengths are checked after decoding)."""
+    ann = Annotations()
+    if job.labels is not None:
+        data = _load_npz(job.labels, ("labels", "annotators"), "labels")
+        ann.labels = _check_ints(data["labels"], job.labels, "labels", 1, *LABEL_RANGE)
+        if "annotators" in data:
+            ann.annotators = _check_ints(data["annotators"], job.labels, "annotators", 2, *LABEL_RANGE)
+            if ann.annotators.shape[1] != len(ann.labels):
+                raise ValueError(f"{job.labels}: 'annotators' covers {ann.annotators.shape[1]} frames, "
+                                 f"'labels' {len(ann.labels)}")
+    if job.masks is not None:
+        data = _load_npz(job.masks, ("masks",), "masks")
+        ann.masks = _check_ints(data["masks"], job.masks, "masks", 3, 0, MASK_CLASSES - 1).astype(np.uint8, copy=False)
+    return ann
+
+
+def _check_length(n: int, n_decoded: int, path: Path | None, key: str, video: Path) -> None:
+    if n != n_decoded:
+        raise ValueError(f"{path}: '{key}' has {n} frames but {video} decodes to {n_decoded} frames; "
+                         "annotations must have one entry per decoded frame")
+
+
+# --------------------------------------------------------------------------- one video
+
+def extract_video(job: VideoJob, cfg: ExtractSection, out_dir: Path, threads: int | None = None) -> dict[str, Any]:
+    """Extract one video into ``out_dir/<video_id>.npz``; return its index row plus ``crop_method``.
+
+    Raises ``VideoError``/``ValueError`` (bad video or annotations) or ``FileNotFoundError``, all
+    naming the file. Nothing is written for a video that fails.
+    """
+    arrays, row = extract_arrays(job, cfg, threads)
+    write_shard(Path(out_dir) / row["shard"], **arrays)
+    return row
+
+
+@dataclass
+class _Decoded:
+    """What one pass over a video produced: kept output frames, their source numbers, the crop."""
+
+    frames: list[np.ndarray]
+    index: list[int]
+    box: CropBox
+    sector: Sector | None
+    method: str
+    n_decoded: int
+    frame_shape: tuple[int, int]
+    fps: float
+
+
+def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) -> _Decoded:
+    """Single streaming pass: buffer the first ``crop_buffer`` frames (grey) to find the sector,
+    then convert buffered and later selected frames; unselected frames are only grabbed."""
+    frames: list[np.ndarray] = []
+    index: list[int] = []
+    head: list[tuple[int, np.ndarray]] = []  # (frame number, full-resolution grey), bounded
+    n_buffer = cfg.crop_buffer if cfg.crop != "none" else 0
+    sector: Sector | None = None
+    convert = None
+    with VideoReader(job.video, threads=threads) as reader:
+        fps = reader.fps if math.isfinite(reader.fps) else float(job.fps_hint)
+        keep = frame_selector(cfg, fps, str(job.video))
+
+        def settle_crop(shape: tuple[int, int]) -> None:
+            nonlocal sector, convert
+            if n_buffer:
+                sector = find_sector([grey for _, grey in head])
+                box = sector.box
+            else:
+                box = CropBox(0, 0, shape[1], shape[0])
+            convert = frame_converter(box, shape, cfg.width, cfg.height)
+            for i, grey in head:
+                if keep(i):
+                    frames.append(convert(grey))
+                    index.append(i)
+            head.clear()
+
+        for i, frame in reader.frames(want=lambda i: i < n_buffer or keep(i)):
+            if frame is None:
+                continue
+            if convert is None:
+                if i < n_buffer:
+                    head.append((i, _grey(frame)))
+                    if len(head) < n_buffer:
+                        continue
+                settle_crop(frame.shape[:2])
+                if i < n_buffer:
+                    continue
+            frames.append(convert(frame))
+            index.append(i)
+        if convert is None:  # clip shorter than the crop buffer
+            settle_crop(reader.frame_shape)
+        shape = reader.frame_shape
+        box = sector.box if sector is not None else CropBox(0, 0, shape[1], shape[0])
+        return _Decoded(frames, index, box, sector, sector.method if sector else "none", reader.n_decoded,
+                        shape, fps)
+
+
+def _annotation_arrays(ann: Annotations, job: VideoJob, dec: _Decoded, index: np.ndarray,
+                       cfg: ExtractSection) -> dict[str, np.ndarray]:
+    """Labels/annotators/masks of the kept frames; masks cropped like the frames, nearest resize."""
     out: dict[str, np.ndarray] = {}
-    for path, keys in ((job.labels, ("labels", "annotators")), (job.masks, ("masks",))):
-        if path is None:
-            continue
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                for key in keys:
-                    if key in data.files:
-                        out[key] = data[key]
-        except (OSError, ValueError) as exc:
-            raise VideoError(f"{path}: cannot read annotations ({exc})") from exc
-        if keys[0] not in out:
-            raise VideoError(f"{path}: expected an array named '{keys[0]}'")
+    if ann.labels is not None:
+        _check_length(len(ann.labels), dec.n_decoded, job.labels, "labels", job.video)
+        out["labels"] = ann.labels[index].astype(np.int8)
+        if ann.annotators is not None:
+            out["annotators"] = ann.annotators[:, index].astype(np.int8)
+    if ann.masks is not None:
+        _check_length(len(ann.masks), dec.n_decoded, job.masks, "masks", job.video)
+        if ann.masks.shape[1:] != dec.frame_shape:
+            raise ValueError(f"{job.masks}: masks are {ann.masks.shape[2]}x{ann.masks.shape[1]} pixels but "
+                             f"{job.video} is {dec.frame_shape[1]}x{dec.frame_shape[0]}; masks must be in "
+                             "video pixels")
+        out["masks"] = np.stack([resize_nearest(np.ascontiguousarray(dec.box.apply(ann.masks[i])),
+                                                cfg.width, cfg.height) for i in index])
     return out
 
 
-def extract_video(job: VideoJob, cfg: ExtractSection, out_dir: Path) -> dict[str, Any]:
-    """Extract one video into ``out_dir/<video_id>.npz``; return its index row."""
-    ann = _load_annotations(job)
-    fps, stream = open_grey_stream(job.video)
-    head, rest = _buffered(stream, cfg.crop_buffer)
-    if not head:
-        raise VideoError(f"{job.video}: no frame could be decoded (empty or corrupt video)")
-    shape = head[0].shape
-    box = find_sector(np.stack(head))
-    kept_frames, kept_index = [], []
-    n = 0
-    for frames in (head, rest):
-        for frame in frames:
-            if frame.shape != shape:
-                raise VideoError(f"{job.video}: frame {n} has size {frame.shape}, the first frame {shape}")
-            if keep_frame(n, fps, cfg):
-                kept_frames.append(_resize(box.apply(frame), cfg))
-                kept_index.append(n)
-            n += 1
-    index = np.asarray(kept_index, dtype=np.int32)
-    arrays: dict[str, np.ndarray] = {"frames": np.stack(kept_frames).astype(np.uint8), "frame_index": index}
-    for key, arr in ann.items():
-        length = arr.shape[-1] if key == "annotators" else arr.shape[0]
-        if length != n:
-            raise VideoError(f"{job.labels if key != 'masks' else job.masks}: '{key}' has {length} frames but "
-                             f"{job.video} decodes to {n}")
-        if key == "masks":
-            if arr.shape[1:] != shape:
-                raise VideoError(f"{job.masks}: masks are {arr.shape[1:]} pixels, the video {shape}")
-            arrays["masks"] = np.stack([_resize(box.apply(arr[i]), cfg, nearest=True) for i in index]).astype(np.uint8)
-        elif key == "labels":
-            labels = arr[index].astype(np.int8)
-            if labels.size and (labels.min() < -1 or labels.max() > 3):
-                raise VideoError(f"{job.labels}: frame labels must be -1 (unknown) or 0..3")
-            arrays["labels"] = labels
-        else:
-            arrays["annotators"] = arr[:, index].astype(np.int8)
-    write_npz(out_dir / f"{job.video_id}.npz", **arrays)
-    return {"video_id": job.video_id, "shard": f"{job.video_id}.npz", "n_frames": len(index), "n_decoded": n,
-            "fps": round(fps, 4), "crop_x0": box.x0, "crop_y0": box.y0, "crop_x1": box.x1, "crop_y1": box.y1,
-            "has_labels": int("labels" in arrays), "has_masks": int("masks" in arrays)}
+def extract_arrays(job: VideoJob, cfg: ExtractSection,
+                   threads: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The shard arrays of one video and its index row (plus ``crop_method``), without writing.
+
+    Separate from the write so pool workers only compute: the parent process writes (and fsyncs)
+    each shard while the workers go on decoding.
+    """
+    if not job.video_id or Path(job.video_id).name != job.video_id or job.video_id.startswith("."):
+        raise ValueError(f"{job.where or job.video}: video_id '{job.video_id}' cannot name a shard file")
+    ann = load_annotations(job)  # fail fast, before decoding
+    dec = _decode_and_crop(job, cfg, threads)
+    positions = spread(len(dec.index), cfg.max_frames)
+    index = np.asarray(dec.index, dtype=np.int32)[positions]
+    frames = np.stack([dec.frames[p] for p in positions])
+    dec.frames.clear()
+    if cfg.crop == "auto" and dec.sector is not None and dec.sector.hull is not None:
+        frames = blank_outside(frames, dec.sector, dec.box, dec.frame_shape)
+    arrays = {"frames": frames, "frame_index": index, **_annotation_arrays(ann, job, dec, index, cfg)}
+    box, fps = dec.box, dec.fps
+    return arrays, {
+        "video_id": job.video_id, "shard": f"{job.video_id}.npz", "n_frames": int(len(index)),
+        "n_decoded": int(dec.n_decoded), "fps": round(fps, 6) if math.isfinite(fps) else float("nan"),
+        "crop_x0": box.x0, "crop_y0": box.y0, "crop_x1": box.x1, "crop_y1": box.y1,
+        "has_labels": "labels" in arrays, "has_masks": "masks" in arrays, "crop_method": dec.method,
+    }
 
 
-def jobs_from_manifest(manifest: pd.DataFrame, root: Path) -> list[VideoJob]:
+# --------------------------------------------------------------------------- all videos
+
+def jobs_from_manifest(manifest: pd.DataFrame, root: Path, source: str = "manifest.csv") -> list[VideoJob]:
+    """One job per manifest row; paths resolved against the data ``root`` and kept inside it."""
     jobs = []
     for i, row in enumerate(manifest.to_dict("records"), start=1):
-        where = f"manifest row {i} ({row['video_id']})"
-        labels = resolve_inside(root, row["frame_labels"], where) if row.get("frame_labels") else None
-        masks = resolve_inside(root, row["masks"], where) if row.get("masks") else None
-        jobs.append(VideoJob(row["video_id"], resolve_inside(root, row["path"], where), labels, masks))
+        where = f"{source}, row {i} (video_id {row['video_id']})"
+
+        def opt(col: str) -> Path | None:
+            value = row.get(col)
+            if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+                return None
+            return resolve_inside(root, str(value).strip(), where)
+
+        fps = row.get("fps")
+        fps_hint = float(fps) if fps is not None and not pd.isna(fps) else float("nan")
+        jobs.append(VideoJob(str(row["video_id"]), resolve_inside(root, str(row["path"]), where),
+                             opt("frame_labels"), opt("masks"), fps_hint, where))
     return jobs
 
 
-def _run_one(job: VideoJob, cfg: ExtractSection, out_dir: Path) -> tuple[VideoJob, dict[str, Any] | None, str]:
-    cv2.setNumThreads(1)  # parallelism comes from the worker processes; avoid oversubscription
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes
+
+
+def _extract_in_worker(job: VideoJob, cfg: ExtractSection) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    return extract_arrays(job, cfg, threads=1)
+
+
+def _size(job: VideoJob) -> int:
     try:
-        return job, extract_video(job, cfg, out_dir), ""
-    except (VideoError, cv2.error, OSError) as exc:
-        return job, None, str(exc)
+        return job.video.stat().st_size
+    except OSError:
+        return 0
 
 
-def extract_all(jobs: list[VideoJob], cfg: ExtractSection, out_dir: Path,
-                progress: bool = True) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """Extract every job (in ``cfg.workers`` processes); return the index table and skipped videos.
+def extract_all(jobs: list[VideoJob], cfg: ExtractSection, out_dir: Path, progress: bool = True) -> ExtractResult:
+    """Extract every job into ``out_dir`` (``cfg.workers`` processes); return the index and report.
 
-    With ``on_error: fail`` the first bad video raises :class:`VideoError` naming the file (the
-    caller builds ``out_dir`` atomically, so nothing half-written survives).
+    ``on_error: fail``: the first bad video raises its error (naming the file); queued videos are
+    cancelled. The caller builds ``out_dir`` with :func:`lus.io.atomic_dir`, so no partial output
+    survives. ``on_error: skip``: the video and the reason go to the report; if no video is left,
+    ``ValueError``. Index rows follow the job (manifest) order whatever the completion order.
     """
-    rows, skipped = [], []
-    bar = tqdm(total=len(jobs), desc="extract_frames", unit="video", disable=not progress)
+    if not jobs:
+        raise ValueError("no videos to extract: the manifest is empty")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows: dict[int, dict[str, Any]] = {}
+    skipped: dict[int, dict[str, str]] = {}
+    bar = tqdm(total=len(jobs), desc="extract_frames", unit="video", disable=not progress, dynamic_ncols=True)
+    frames_done = 0
 
-    def handle(result: tuple[VideoJob, dict[str, Any] | None, str]) -> None:
-        job, row, error = result
+    def settle(pos: int, outcome: dict[str, Any] | BaseException) -> None:
+        nonlocal frames_done
         bar.update(1)
-        if row is not None:
-            rows.append(row)
-        elif cfg.on_error == "skip":
-            skipped.append({"video_id": job.video_id, "path": str(job.video), "reason": error})
-            bar.write(f"skipped {job.video}: {error}")
+        if isinstance(outcome, BaseException):
+            job = jobs[pos]
+            skipped[pos] = {"video_id": job.video_id, "path": str(job.video), "reason": str(outcome)}
+            bar.write(f"extract_frames: skipped {job.video}: {outcome}")
         else:
-            raise VideoError(error)
+            rows[pos] = outcome
+            frames_done += outcome["n_decoded"]
+            bar.set_postfix(frames=frames_done, refresh=False)
 
-    workers = min(cfg.workers, len(jobs), os.cpu_count() or 1)
+    workers = min(cfg.workers, len(jobs))
     try:
         if workers <= 1:
-            for job in jobs:
-                handle(_run_one(job, cfg, out_dir))
+            for pos, job in enumerate(jobs):
+                try:
+                    arrays, outcome = extract_arrays(job, cfg)
+                except VIDEO_ERRORS as exc:
+                    if cfg.on_error == "fail":
+                        raise
+                    outcome = exc  # type: ignore[assignment]
+                else:
+                    write_shard(out_dir / outcome["shard"], **arrays)
+                    del arrays
+                settle(pos, outcome)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                pending = {pool.submit(_run_one, job, cfg, out_dir) for job in jobs}
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        try:
-                            handle(fut.result())
-                        except BaseException:
-                            for other in pending:
-                                other.cancel()
+            # spawn: workers start clean (no inherited OpenCV/FFmpeg threads or locks from the parent).
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker)
+            try:
+                # Longest files first: on few cores the last long video otherwise runs alone at the end.
+                order = sorted(range(len(jobs)), key=lambda p: -_size(jobs[p]))
+                futures = {pool.submit(_extract_in_worker, jobs[p], cfg): p for p in order}
+                for fut in as_completed(futures):
+                    try:
+                        arrays, outcome = fut.result()
+                    except VIDEO_ERRORS as exc:  # the video's own problem, raised in the worker
+                        if cfg.on_error == "fail":
                             raise
+                        outcome = exc
+                    else:  # a write error (disk full, permissions) is not the video's fault: always raised
+                        write_shard(out_dir / outcome["shard"], **arrays)
+                        del arrays
+                    settle(futures[fut], outcome)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
+
+    seconds = time.perf_counter() - start
     if not rows:
-        raise VideoError("no video could be extracted" + (f"; first error: {skipped[0]['reason']}" if skipped else ""))
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS).sort_values("video_id").reset_index(drop=True)
-    return index, skipped
+        first = next(iter(skipped.values()))["reason"] if skipped else "unknown"
+        raise ValueError(f"no video could be extracted ({len(skipped)} skipped); first error: {first}")
+    ordered = [rows[p] for p in sorted(rows)]
+    methods = pd.Series([r["crop_method"] for r in ordered]).value_counts().to_dict()
+    index = pd.DataFrame(ordered)[INDEX_COLUMNS]
+    decoded, kept = int(index["n_decoded"].sum()), int(index["n_frames"].sum())
+    report = {
+        "videos": len(jobs),
+        "extracted": len(ordered),
+        "skipped_count": len(skipped),
+        "skipped": [skipped[p] for p in sorted(skipped)],
+        "frames_decoded": decoded,
+        "frames_kept": kept,
+        "crop_methods": {str(k): int(v) for k, v in sorted(methods.items())},
+        "crop_fallbacks": [{"video_id": r["video_id"], "method": r["crop_method"]} for r in ordered
+                           if r["crop_method"] not in ("motion", "none")],
+        "params": cfg.to_dict(),
+        "seconds": round(seconds, 2),
+        "decoded_frames_per_second": round(decoded / seconds, 1) if seconds > 0 else None,
+    }
+    return ExtractResult(index=index, report=report)

@@ -50,9 +50,13 @@ def _group_kfold(n_splits: int, labels: np.ndarray | None, groups: np.ndarray, s
         return [test for _, test in splitter.split(x, groups=groups)]
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
-        # sklearn warns when a class has fewer groups than splits; checked explicitly below.
+        # sklearn warns when a class has fewer groups than splits; checked explicitly by the split stage.
         warnings.simplefilter("ignore", UserWarning)
-        return [test for _, test in splitter.split(x, labels, groups=groups)]
+        try:
+            return [test for _, test in splitter.split(x, labels, groups=groups)]
+        except ValueError:
+            # Too few videos per class to stratify at all (tiny data): group-only split.
+            return _group_kfold(n_splits, None, groups, seed)
 
 
 def make_folds(videos: pd.DataFrame, n_folds: int, val_fraction: float, seed: int,

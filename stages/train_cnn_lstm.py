@@ -1,0 +1,195 @@
+"""Stage train_cnn_lstm@fold: Barros et al.'s CNN-LSTM video classifier (METHODS §4) for one fold.
+
+    python -m stages.train_cnn_lstm --fold K --params params.yaml --frames data/frames \
+        --folds data/splits/folds.json --manifest data/raw/manifest.csv \
+        --frame-model models/frame/fold_K --cache .cache/features --out models/cnn_lstm/fold_K
+
+Per video: ``cnn_lstm.seq_len`` evenly spaced frames -> frozen backbone features (cached under
+``--cache/<backbone key>/``: a rerun or another fold with the same backbone reuses them) -> LSTM head.
+The ``frame_model`` backbone is fold K's own frame classifier (``--frame-model``), trained on fold K's
+training patients only, so nothing about the test patients leaks in. Train on the ``train`` patients'
+videos, select the epoch (and stop early) on the ``val`` patients', predict the ``test`` patients'.
+Target: diagnosis (covid, pneumonia, healthy) when every video has one (``cnn_lstm.target: auto``),
+else the video score 0..3. Reads ``cnn_lstm`` and ``base.seed``.
+
+Writes to ``--out``: ``model.pt``, ``checkpoint.pt``, ``curve.csv``, ``meta.json`` (classes, backbone
+key, params, provenance), ``predictions.csv`` (``video_id, patient_id, actual, predicted, p_<class>``:
+the confusion rows) and ``metrics.json`` (flat: accuracy, per class precision/recall/f1/specificity).
+Mean ± std over folds: ``lus.metrics.classification.summarise_cnn_lstm`` (evaluate stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from lus.config.base import load_section
+from lus.config.cnn_lstm import CnnLstmSection
+from lus.config.data import BaseSection
+from lus.data.folds import load_folds
+from lus.data.manifest import DIAGNOSES, read_manifest
+from lus.data.video_sampling import FeatureCache, sequence_features
+from lus.io import write_csv, write_json
+from lus.metrics.classification import classification_scores
+from lus.models.backbones import build_backbone
+from lus.models.cnn_lstm import CnnLstmHead
+from lus.runtime import provenance, resolve_device, seed_everything
+from lus.train.distributed import dist_env
+from lus.train.loop import TrainConfig, fit
+from stages._cli import run, stage_parser
+
+SCORE_CLASSES = ["score0", "score1", "score2", "score3"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("Train the CNN-LSTM video classifier of one patient-wise fold.")
+    parser.add_argument("--fold", type=int, required=True, help="fold id (index into folds.json)")
+    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
+    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
+    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
+    parser.add_argument("--frame-model", default="", help="fold K's frame model folder (backbone frame_model); "
+                                                          "default models/frame/fold_K")
+    parser.add_argument("--cache", default=".cache/features", help="feature cache folder (not a DVC output)")
+    parser.add_argument("--out", required=True, help="output folder, e.g. models/cnn_lstm/fold_0")
+    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return parser
+
+
+def resolve_target(videos: pd.DataFrame, target: str) -> tuple[str, list[str], pd.Series]:
+    """(column, class names, per-video class index with -1 = unknown) for ``cnn_lstm.target``."""
+    diag = videos["diagnosis"].fillna("").astype(str).str.strip().str.lower()
+    if target == "diagnosis" or (target == "auto" and len(diag) and diag.isin(DIAGNOSES).all()):
+        idx = diag.map({d: i for i, d in enumerate(DIAGNOSES)}).fillna(-1).astype(int)
+        return "diagnosis", list(DIAGNOSES), idx
+    score = pd.to_numeric(videos["video_score"], errors="coerce")
+    return "video_score", list(SCORE_CLASSES), score.fillna(-1).astype(int)
+
+
+class SequenceDataset:
+    """Cached feature sequences (V, T, D) and labels for the training loop's ``get_batch`` path."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def get_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    out = [torch.softmax(model(x[i:i + batch].to(device)), 1).cpu() for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def main(args: argparse.Namespace) -> None:
+    base = load_section(BaseSection, args.params)
+    cfg = load_section(CnnLstmSection, args.params)
+    torch.set_num_threads(cfg.num_threads or max(1, os.cpu_count() or 1))
+    k, seed = args.fold, base.seed + args.fold
+    seed_everything(seed)
+    out = Path(args.out)
+    folds = load_folds(args.folds)
+    if not 0 <= k < len(folds):
+        raise ValueError(f"{args.folds}: fold {k} does not exist (folds 0..{len(folds) - 1})")
+    index = pd.read_csv(Path(args.frames) / "index.csv", dtype={"video_id": str}) \
+        if (Path(args.frames) / "index.csv").is_file() else None
+    if index is None:
+        raise FileNotFoundError(f"frame index not found: {Path(args.frames) / 'index.csv'} (run: dvc repro extract_frames)")
+    manifest = read_manifest(args.manifest)
+    videos = manifest[manifest["video_id"].isin(set(index["video_id"]))].sort_values("video_id").reset_index(drop=True)
+    column, classes, y_all = resolve_target(videos, cfg.target if cfg.target != "auto" else "auto")
+    part_of = {str(p): part for part in ("train", "val", "test") for p in folds[k][part]}
+    videos["part"] = videos["patient_id"].astype(str).map(part_of).fillna("")
+    videos["y"] = y_all.to_numpy()
+    videos = videos[videos["y"] >= 0].reset_index(drop=True)
+    if not (videos["part"] == "train").any() or not (videos["part"] == "test").any():
+        raise ValueError(f"cnn_lstm fold {k}: no labelled ({column}) videos among its train or test patients")
+
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    backbone = build_backbone(cfg.backbone, cfg.weights, cfg.input_size,
+                              frame_model_dir=args.frame_model or f"models/frame/fold_{k}", fold=k).to(device)
+    cache = FeatureCache(args.cache, backbone.key, {"what": "frozen per-frame features", **backbone.key_info})
+
+    def extract(frames: np.ndarray) -> np.ndarray:
+        return np.concatenate([backbone(frames[i:i + cfg.feature_batch]).cpu().numpy()
+                               for i in range(0, len(frames), cfg.feature_batch)])
+
+    feats = torch.from_numpy(sequence_features(videos["video_id"].tolist(), args.frames, cfg.seq_len, extract, cache,
+                                               progress=not args.no_progress))
+    feat_s = time.perf_counter() - t0
+    y = torch.as_tensor(videos["y"].to_numpy(), dtype=torch.long)
+    rows = {p: np.flatnonzero(videos["part"].to_numpy() == p) for p in ("train", "val", "test")}
+    tr = torch.from_numpy(rows["train"])
+
+    seed_everything(seed)
+    model = CnnLstmHead(backbone.dim, len(classes), cfg.hidden, cfg.input_dropout, cfg.fc)
+    if cfg.standardize:
+        model.set_standardisation(feats[tr])
+    evaluate_fn = None
+    if len(rows["val"]):
+        xv, yv = feats[torch.from_numpy(rows["val"])], y[torch.from_numpy(rows["val"])]
+
+        def evaluate_fn(m: torch.nn.Module) -> dict[str, float]:
+            logits = m(xv.to(next(m.parameters()).device)).cpu()
+            return {"loss": float(F.cross_entropy(logits, yv)), "accuracy": float((logits.argmax(1) == yv).float().mean())}
+
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=min(cfg.batch_size, len(tr)), optimizer="adam", lr=cfg.lr,
+                       weight_decay=cfg.weight_decay, sampler="balanced" if cfg.balanced_sampling else "shuffle",
+                       select_metric=cfg.selection_metric if evaluate_fn else "score",
+                       select_mode="min" if cfg.selection_metric == "loss" else "max", patience=cfg.patience,
+                       seed=seed, device=cfg.device, progress=not args.no_progress)
+    fingerprint = {"fold": k, "backbone": backbone.key, "videos": videos["video_id"].tolist(), "target": column,
+                   "params": cfg.to_dict()}
+
+    def loss_fn(m, batch):
+        x, t = batch
+        loss = F.cross_entropy(m(x), t)
+        return loss, {}
+
+    t1 = time.perf_counter()
+    result = fit(model, SequenceDataset(feats[tr], y[tr]), loss_fn, out, tcfg, labels=y[tr].numpy(),
+                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=not args.no_resume)
+    train_s = time.perf_counter() - t1
+    if not dist_env().is_main:
+        return
+    te = rows["test"]
+    probs = predict(model, feats[torch.from_numpy(te)])
+    pred = probs.argmax(1)
+    test = videos.iloc[te]
+    table = pd.DataFrame({"video_id": test["video_id"].to_numpy(), "patient_id": test["patient_id"].astype(str).to_numpy(),
+                          "actual": [classes[i] for i in test["y"]], "predicted": [classes[i] for i in pred]})
+    for c, name in enumerate(classes):
+        table[f"p_{name}"] = probs[:, c]
+    write_csv(out / "predictions.csv", table)
+    scores = classification_scores(test["y"].to_numpy(), pred, classes)
+    write_json(out / "metrics.json", scores)
+    write_json(out / "meta.json", {
+        "fold": k, "seed": seed, "target": column, "classes": classes, "backbone": backbone.key_info,
+        "backbone_key": backbone.key, "feature_dim": backbone.dim, "params": cfg.to_dict(),
+        "frame_model": str(args.frame_model or f"models/frame/fold_{k}") if cfg.backbone == "frame_model" else "",
+        "n_videos": {p: int(len(r)) for p, r in rows.items()}, "selected_epoch": result.best_epoch,
+        "selected_score": result.best_score, "epochs_run": result.epochs_run,
+        "cache": {"hits": cache.hits, "misses": cache.misses}, "feature_seconds": round(feat_s, 2),
+        "train_seconds": round(train_s, 2), "provenance": provenance(seed, device),
+    })
+    print(f"train_cnn_lstm fold {k}: {column}, backbone {cfg.backbone} ({backbone.dim}-d, cache {cache.hits} hits / "
+          f"{cache.misses} computed, {feat_s:.1f} s), epoch {result.best_epoch}/{result.epochs_run}, "
+          f"test accuracy {scores['accuracy']:.3f} on {len(te)} videos ({train_s:.1f} s)")
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

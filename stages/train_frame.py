@@ -1,0 +1,129 @@
+"""Stage train_frame@fold: frame severity model (Reg-STN + SORD or a Table-1 baseline) for one fold.
+
+    python -m stages.train_frame --fold K --params params.yaml --frames data/frames \
+        --folds data/splits/folds.json --manifest data/raw/manifest.csv --out models/frame/fold_K
+
+Loads only the shards of fold K's ``train`` and ``val`` patients (test patients are never read),
+trains on ``train``, selects the epoch by crop-1 accuracy on ``val``. Frame target = shard ``labels``
+when present, else the manifest ``video_score`` as a weak label (covid-blues has no frame labels).
+Reads the ``frame_model`` section and ``base.seed``.
+
+Writes to ``--out``: ``model.pt`` (state dict of the selected epoch; ``torch.load(weights_only=True)``),
+``meta.json`` (params, classes, arch, sizes, seed, provenance, selected epoch, data counts),
+``curve.csv`` (per-epoch loss parts and validation metrics) and ``checkpoint.pt`` (resume state: an
+interrupted run continues from its last finished epoch when data, params and fold are unchanged; a
+finished checkpoint is ignored, since DVC only reruns the stage when something changed; ``--no-resume``
+always starts afresh). Declare ``checkpoint.pt`` with ``persist: true`` in dvc.yaml for this to work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lus.config.base import load_section
+from lus.config.data import BaseSection
+from lus.config.frame_model import FrameModelSection
+from lus.data.frame_dataset import load_frame_table
+from lus.data.manifest import read_manifest
+from lus.io import read_json, write_json
+from lus.runtime import provenance
+from lus.train.distributed import dist_env
+from lus.train.frame import train_frame_fold
+from lus.train.loop import checkpoint_finished
+from stages._cli import run, stage_parser
+
+CLASSES = [0, 1, 2, 3]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("Train the frame severity model of one patient-wise fold.")
+    parser.add_argument("--fold", type=int, required=True, help="fold id (index into folds.json)")
+    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
+    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
+    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
+    parser.add_argument("--out", required=True, help="output folder, e.g. models/frame/fold_0")
+    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return parser
+
+
+def fold_patients(folds_path: str | Path, fold: int) -> dict[str, list[str]]:
+    doc = read_json(folds_path)
+    folds = doc.get("folds", [])
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"{folds_path}: fold {fold} does not exist (folds 0..{len(folds) - 1})")
+    return {part: [str(p) for p in folds[fold].get(part, [])] for part in ("train", "val", "test")}
+
+
+def data_digest(images: torch.Tensor, targets: np.ndarray) -> str:
+    """SHA-1 of the loaded frames and targets (part of the checkpoint fingerprint)."""
+    h = hashlib.sha1(images.contiguous().numpy().tobytes())
+    h.update(np.ascontiguousarray(targets, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(n if n > 0 else max(1, os.cpu_count() or 1))
+
+
+def main(args: argparse.Namespace) -> None:
+    base = load_section(BaseSection, args.params)
+    sec = load_section(FrameModelSection, args.params)
+    set_threads(sec.num_threads)
+    seed = base.seed + args.fold
+    parts = fold_patients(args.folds, args.fold)
+    if not parts["train"]:
+        raise ValueError(f"{args.folds}: fold {args.fold} has no training patients")
+    manifest = read_manifest(args.manifest)
+    wanted = set(parts["train"]) | set(parts["val"])
+    videos = manifest[manifest["patient_id"].astype(str).isin(wanted)]   # test patients are never loaded
+    t0 = time.perf_counter()
+    table = load_frame_table(args.frames, videos, sec.input_size)
+    tr, va = table.rows_of_patients(parts["train"]), table.rows_of_patients(parts["val"])
+    if len(tr) == 0:
+        raise ValueError(f"fold {args.fold}: no extracted frames for the training patients (check {args.frames})")
+    targets = table.targets
+    load_s = time.perf_counter() - t0
+    fingerprint = {"fold": args.fold, "videos": table.video_ids, "n_frames": len(table),
+                   "data_sha1": data_digest(table.images, targets),
+                   "train_patients": parts["train"], "val_patients": parts["val"], "params": sec.to_dict()}
+    # Resume only an interrupted run: a finished checkpoint means DVC reruns the stage because something
+    # changed (data, params or code), so train afresh.
+    resume = not args.no_resume and not checkpoint_finished(Path(args.out) / "checkpoint.pt")
+    t1 = time.perf_counter()
+    idx_tr, idx_va = torch.from_numpy(tr), torch.from_numpy(va)
+    model, result = train_frame_fold(table.images[idx_tr], targets[tr], table.images[idx_va], targets[va], sec, seed,
+                                     args.out, fingerprint=fingerprint, resume=resume,
+                                     progress=not args.no_progress)
+    if not dist_env().is_main:
+        return
+    n_frame_labels = int((table.labels[tr] >= 0).sum())
+    label_source = ("frame labels" if n_frame_labels == len(tr) else
+                    "weak video labels" if n_frame_labels == 0 else "frame labels, weak video labels where missing")
+    meta = {
+        "arch": sec.arch, "classes": CLASSES, "input_size": sec.input_size, "crop_size": sec.crop_size,
+        "fold": args.fold, "seed": seed, "params": sec.to_dict(),
+        "selected_epoch": result.best_epoch, "selected_val_accuracy": result.best_score,
+        "last_epoch": result.epochs_run,
+        "last_val_accuracy": result.history[-1].get("val_accuracy") if result.history else None,
+        "selection": "val patients, crop-1 accuracy (frame label, else weak label)",
+        "label_source": label_source,
+        "n_train_frames": int(len(tr)), "n_val_frames": int(len(va)),
+        "n_train_videos": len({table.video_ids[v] for v in table.video[tr]}), "n_frame_labels_train": n_frame_labels,
+        "train_class_counts": np.bincount(targets[tr][targets[tr] >= 0], minlength=4).tolist(),
+        "load_seconds": round(load_s, 2), "train_seconds": round(time.perf_counter() - t1, 2),
+        "resumed_from_epoch": result.resumed_from,
+        "provenance": provenance(seed, next(model.parameters()).device),
+    }
+    write_json(Path(args.out) / "meta.json", meta)
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -1,0 +1,188 @@
+"""Stage train_segmentation@arch: one marker-segmentation architecture (METHODS §3) on the shared folds.
+
+    python -m stages.train_segmentation --arch unet --params params.yaml --frames data/frames \
+        --folds data/splits/folds.json --manifest data/raw/manifest.csv \
+        --out models/segmentation/unet --plots plots/segmentation/unet
+
+For each fold of ``segmentation.folds`` (default [0]): train on the masked videos of the fold's
+``train`` patients (paper augmentations on frame + mask, class-balanced draws), select the epoch on
+its ``val`` patients, then predict its ``test`` patients. Reads ``segmentation`` and ``base.seed``.
+
+Writes to ``--out``: ``fold_<k>/{model.pt, checkpoint.pt, curve.csv, test_outputs.npz}`` (test
+softmax, truth and frames for the ensemble stage), ``meta.json`` and ``metrics.json`` (flat:
+``applicable``, ``fold_<k>.<metric>``, ``<metric>_mean``/``_std`` with dice_bin, dice_cat,
+dice_cat_orig, pixel_acc, ...). Writes to ``--plots``: ``fold_<k>_test.png`` overlays and
+``fold_<k>_curve.csv``. A data source without masks (covid-blues, pocus) is not an error: the stage
+writes ``applicable: 0``, a note picture, and exits 0 so the pipeline continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from lus.config.base import load_section
+from lus.config.data import BaseSection
+from lus.config.segmentation import SegmentationSection
+from lus.data.folds import load_folds, patients_of
+from lus.data.manifest import read_manifest
+from lus.data.seg_dataset import (
+    BalancedFrameSampler, SegAugment, SegDataset, class_presence, load_seg_frames, masked_videos,
+)
+from lus.io import write_csv, write_json, write_npz
+from lus.metrics.segmentation import fold_summary, quantise_probs, segmentation_scores
+from lus.models.segmentation import build_segmentation_model, canonical_arch, predict_probs
+from lus.report.seg_overlays import pick_frames, save_message, save_overlay_grid
+from lus.runtime import provenance, resolve_device, seed_everything
+from lus.train.distributed import dist_env
+from lus.train.loop import TrainConfig, fit
+from stages._cli import run, stage_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("Train one segmentation architecture on the shared patient-wise folds.")
+    parser.add_argument("--arch", required=True, help="unet | unetpp | deeplabv3plus")
+    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
+    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
+    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest (video -> patient)")
+    parser.add_argument("--out", required=True, help="output folder, e.g. models/segmentation/unet")
+    parser.add_argument("--plots", default="", help="picture folder (default plots/segmentation/<arch>)")
+    parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return parser
+
+
+def make_model(cfg: SegmentationSection, arch: str) -> torch.nn.Module:
+    return build_segmentation_model(arch, cfg.encoder, cfg.encoder_depth, cfg.decoder_channels, cfg.encoder_weights,
+                                    cfg.aspp_rates, cfg.aspp_dropout)
+
+
+def make_evaluate_fn(val, cfg: SegmentationSection, seed: int):
+    """Validation metrics on a fixed, seeded subset of the val frames (``max_val_frames``)."""
+    rows = np.arange(len(val))
+    if cfg.max_val_frames and len(rows) > cfg.max_val_frames:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, cfg.max_val_frames, replace=False))
+    frames, masks = val.frames[rows], val.masks[rows]
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        probs = predict_probs(model, frames, device)
+        scores = segmentation_scores(probs.argmax(1), masks)
+        nll = F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-8)), torch.from_numpy(masks).long())
+        return {k: scores[k] for k in ("dice_bin", "dice_cat", "pixel_acc")} | {"loss": float(nll)}
+
+    return evaluate
+
+
+def train_fold(cfg: SegmentationSection, arch: str, seed: int, k: int, train, val, out_dir: Path,
+               resume: bool, progress: bool):
+    """Train one fold with the shared loop; returns (model, FitResult)."""
+    seed_everything(seed)
+    model = make_model(cfg, arch)
+    dataset = SegDataset(train, SegAugment() if cfg.augment else None)
+    n_draws = cfg.steps_per_epoch * cfg.batch_size
+    sample_fn = BalancedFrameSampler(class_presence(train.masks), train.video, n_draws) if cfg.balanced_sampling else None
+    has_val = len(val) > 0
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr,
+                       weight_decay=cfg.weight_decay, scheduler=cfg.scheduler, sampler="shuffle",
+                       steps_per_epoch=cfg.steps_per_epoch,
+                       select_metric=cfg.selection_metric if has_val else "score",
+                       select_mode="min" if cfg.selection_metric == "loss" else "max",
+                       seed=seed, device=cfg.device, progress=progress)
+
+    def loss_fn(m, batch):
+        x, y = batch
+        loss = F.cross_entropy(m(x), y)
+        return loss, {}
+
+    fingerprint = {"arch": arch, "fold": k, "videos": train.video_ids, "n_train": len(train), "n_val": len(val),
+                   "params": cfg.to_dict()}
+    result = fit(model, dataset, loss_fn, out_dir, tcfg, evaluate_fn=make_evaluate_fn(val, cfg, seed) if has_val else None,
+                 sample_fn=sample_fn, fingerprint=fingerprint, resume=resume)
+    return model, result
+
+
+def write_not_applicable(out: Path, plots: Path, arch: str, reason: str) -> None:
+    write_json(out / "meta.json", {"arch": arch, "applicable": 0, "reason": reason, "folds": []})
+    write_json(out / "metrics.json", {"applicable": 0})
+    save_message(plots / "not_applicable.png", f"{arch}: not applicable\n{reason}")
+    print(f"train_segmentation[{arch}]: not applicable ({reason}); wrote applicable: 0")
+
+
+def main(args: argparse.Namespace) -> None:
+    base = load_section(BaseSection, args.params)
+    cfg = load_section(SegmentationSection, args.params)
+    arch = canonical_arch(args.arch)
+    torch.set_num_threads(cfg.num_threads or max(1, os.cpu_count() or 1))
+    out, plots = Path(args.out), Path(args.plots or f"plots/segmentation/{args.arch}")
+    out.mkdir(parents=True, exist_ok=True)
+    plots.mkdir(parents=True, exist_ok=True)
+    make_model(cfg, arch)  # fail fast on a bad encoder/size before reading data
+    with_masks = set(masked_videos(args.frames))
+    if not with_masks:
+        write_not_applicable(out, plots, arch, "no video of this data source has masks")
+        return
+    manifest = read_manifest(args.manifest)
+    patient_of = dict(zip(manifest["video_id"].astype(str), manifest["patient_id"].astype(str)))
+    folds = load_folds(args.folds)
+    device = resolve_device(cfg.device)
+    per_fold, fold_meta = {}, {}
+    for k in cfg.folds:
+        parts = {}
+        for part in ("train", "val", "test"):
+            patients = patients_of(folds, k, [part])
+            parts[part] = sorted(v for v in with_masks if patient_of.get(v) in patients)
+        if not parts["train"] or not parts["test"]:
+            raise ValueError(f"segmentation fold {k}: no masked videos among its train or test patients "
+                             f"({len(parts['train'])} / {len(parts['test'])}); check the data source and folds")
+        t0 = time.perf_counter()
+        train, val = load_seg_frames(args.frames, parts["train"]), load_seg_frames(args.frames, parts["val"])
+        fold_dir = out / f"fold_{k}"
+        model, result = train_fold(cfg, arch, base.seed + k, k, train, val, fold_dir, not args.no_resume,
+                                   not args.no_progress)
+        train_s = time.perf_counter() - t0
+        if not dist_env().is_main:
+            continue
+        test = load_seg_frames(args.frames, parts["test"])
+        probs = predict_probs(model, test.frames, next(model.parameters()).device)
+        labels = probs.argmax(1).astype(np.uint8)
+        per_fold[k] = segmentation_scores(labels, test.masks)
+        write_npz(fold_dir / "test_outputs.npz", probs=quantise_probs(probs, cfg.output_dtype), masks=test.masks,
+                  frames=test.frames, video_id=test.video_id_per_row(), frame=test.frame)
+        vids = test.video_id_per_row()
+        rows = pick_frames(test.masks, cfg.n_overlays, base.seed, vids)
+        save_overlay_grid(plots / f"fold_{k}_test.png", test.frames[rows], test.masks[rows], labels[rows],
+                          [f"{vids[r]} #{test.frame[r]}" for r in rows],
+                          f"{arch} fold {k} test: dice_bin {per_fold[k]['dice_bin']:.3f}")
+        write_csv(plots / f"fold_{k}_curve.csv", pd.DataFrame(result.history))
+        fold_meta[k] = {"selected_epoch": result.best_epoch, "selected_score": result.best_score,
+                        "epochs_run": result.epochs_run, "resumed_from": result.resumed_from,
+                        "n_frames": {"train": len(train), "val": len(val), "test": len(test)},
+                        "n_videos": {p: len(v) for p, v in parts.items()}, "train_seconds": round(train_s, 2)}
+        print(f"train_segmentation[{arch}] fold {k}: epoch {result.best_epoch} selected; test "
+              + ", ".join(f"{m} {per_fold[k][m]:.3f}" for m in ("dice_bin", "dice_cat", "pixel_acc"))
+              + f" ({train_s:.1f} s)")
+    if not dist_env().is_main:
+        return
+    metrics = {"applicable": 1.0, **fold_summary(per_fold)}
+    metrics.update({f"fold_{k}.selected_epoch": float(m["selected_epoch"]) for k, m in fold_meta.items()})
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "meta.json", {
+        "arch": arch, "applicable": 1, "folds": list(per_fold), "classes": ["background", "score0", "score1",
+                                                                            "score2", "score3"],
+        "params": cfg.to_dict(), "seed": base.seed, "input": "grey 2x/255-1, shard size, padded to stride",
+        "selection": f"val patients, {cfg.selection_metric}", "fold_details": fold_meta,
+        "encoder_weights_source": getattr(model, "weights_source", cfg.encoder_weights),
+        "provenance": provenance(base.seed, device),
+    })
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -1,0 +1,158 @@
+"""The generic training loop: learning, exact resume, sampling, epoch selection and outputs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lus.train.loop import (
+    TrainConfig, class_balanced_weights, epoch_indices, fit, split_batches,
+)
+from lus.train.distributed import DistEnv
+
+
+class Blobs:
+    """Four Gaussian blobs in 8-d; ``get_batch`` adds per-batch noise from the global torch RNG."""
+
+    def __init__(self, n: int = 240, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.arange(n) % 4
+        centres = torch.randn(4, 8, generator=g) * 2.0
+        self.x = centres[self.y] + torch.randn(n, 8, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def get_batch(self, idx: torch.Tensor):
+        x = self.x[idx]
+        return x + 0.1 * torch.randn_like(x), self.y[idx]
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(8, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 4))
+
+
+def loss_fn(model, batch):
+    x, y = batch
+    loss = F.cross_entropy(model(x), y)
+    return loss, {"ce": loss.detach()}
+
+
+def accuracy(model, data: Blobs) -> float:
+    return float((model(data.x).argmax(1) == data.y).float().mean())
+
+
+CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-2, weight_decay=1e-4, scheduler="multistep", milestones=[2],
+                  sampler="balanced", seed=3, progress=False, select_metric="acc")
+
+
+def test_learns_and_writes_outputs(tmp_path):
+    data, val = Blobs(240, 0), Blobs(80, 0)
+    model = make_model()
+    res = fit(model, data, loss_fn, tmp_path, CFG, labels=data.y.numpy(),
+              evaluate_fn=lambda m: {"acc": accuracy(m, val)})
+    assert accuracy(model.eval(), val) > 0.8  # chance is 0.25
+    assert res.epochs_run == 4 and 1 <= res.best_epoch <= 4
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert list(curve["epoch"]) == [1, 2, 3, 4]
+    assert {"lr", "train_loss", "train_ce", "val_acc", "time_s"} <= set(curve.columns)
+    assert curve["lr"].iloc[2] == pytest.approx(1e-3)  # milestone 2, gamma 0.1
+    best = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 4 and ckpt["best_epoch"] == res.best_epoch
+
+
+def test_resume_after_interrupt_is_bitwise_identical(tmp_path):
+    data = Blobs(200, 1)
+    cfg = TrainConfig(**{**CFG.to_dict(), "select_metric": "score"})
+    ref_model = make_model()
+    fit(ref_model, data, loss_fn, tmp_path / "ref", cfg, labels=data.y.numpy(), restore_best=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_2(epoch, _row):
+        if epoch == 2:
+            raise Interrupt
+
+    model = make_model()
+    with pytest.raises(Interrupt):
+        fit(model, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), on_epoch_end=stop_at_2)
+    torch.manual_seed(12345)  # a different process state before resuming must not matter
+    model2 = make_model()
+    res = fit(model2, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), restore_best=False)
+    assert res.resumed_from == 2 and res.epochs_run == 4
+    for k, v in ref_model.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k]), k
+    # a finished checkpoint is not retrained
+    res2 = fit(make_model(), data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy())
+    assert res2.resumed_from == 4 and len(res2.history) == 4
+
+
+def test_changed_fingerprint_restarts(tmp_path):
+    data = Blobs(64, 2)
+    cfg = TrainConfig(**{**CFG.to_dict(), "epochs": 1})
+    fit(make_model(), data, loss_fn, tmp_path, cfg, labels=data.y.numpy(), fingerprint={"fold": 0})
+    with pytest.warns(UserWarning, match="starting afresh"):
+        res = fit(make_model(), data, loss_fn, tmp_path, cfg, labels=data.y.numpy(), fingerprint={"fold": 1})
+    assert res.resumed_from == 0
+
+
+def test_selection_uses_only_evaluate_fn_and_picks_best(tmp_path):
+    data = Blobs(64, 3)
+    scores = iter([0.2, 0.9, 0.5, 0.9])
+    seen = []
+
+    def evaluate_fn(model):
+        seen.append(model.training)
+        return {"acc": next(scores)}
+
+    res = fit(make_model(), data, loss_fn, tmp_path, CFG, labels=data.y.numpy(), evaluate_fn=evaluate_fn)
+    assert res.best_epoch == 2 and res.best_score == pytest.approx(0.9)  # tie keeps the earlier epoch
+    assert seen == [False] * 4  # eval mode
+
+
+def test_early_stopping(tmp_path):
+    data = Blobs(64, 3)
+    cfg = TrainConfig(**{**CFG.to_dict(), "epochs": 10, "patience": 2})
+    scores = iter([0.5, 0.4, 0.3, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    res = fit(make_model(), data, loss_fn, tmp_path, cfg, labels=data.y.numpy(),
+              evaluate_fn=lambda m: {"acc": next(scores)})
+    assert res.epochs_run == 3 and res.best_epoch == 1
+
+
+def test_balanced_weights_and_sampling():
+    y = [0] * 90 + [1] * 10 + [-1] * 5
+    w = class_balanced_weights(y)
+    assert w[0].item() == pytest.approx(100 / 90) and w[95].item() == pytest.approx(100 / 10) and w[-1] == 0
+    cfg = TrainConfig(sampler="balanced", seed=0, batch_size=10)
+    idx = epoch_indices(len(y), 0, cfg, w)
+    assert len(idx) == len(y) and (idx < 100).all()
+    big = torch.cat([epoch_indices(len(y), e, cfg, w) for e in range(40)])
+    share1 = (torch.as_tensor(y)[big] == 1).float().mean().item()
+    assert 0.4 < share1 < 0.6
+    assert torch.equal(epoch_indices(len(y), 3, cfg, w), epoch_indices(len(y), 3, cfg, w))
+    assert not torch.equal(epoch_indices(len(y), 3, cfg, w), epoch_indices(len(y), 4, cfg, w))
+
+
+def test_distributed_sharding_partitions_each_batch():
+    order = torch.arange(37)
+    single = split_batches(order, 8, True, DistEnv())
+    parts = [split_batches(order, 8, True, DistEnv(rank=r, world_size=2)) for r in range(2)]
+    assert len(single) == len(parts[0]) == len(parts[1]) == 4
+    for b, p0, p1 in zip(single, *parts):
+        assert sorted(torch.cat([p0, p1]).tolist()) == sorted(b.tolist()) and len(p0) == len(p1) == 4
+    assert len(split_batches(order, 8, False, DistEnv())) == 5
+
+
+def test_map_style_dataset_path(tmp_path):
+    data = Blobs(64, 4)
+    items = [(data.x[i], data.y[i]) for i in range(len(data))]
+    cfg = TrainConfig(**{**CFG.to_dict(), "epochs": 1, "sampler": "shuffle"})
+    res = fit(make_model(), items, loss_fn, tmp_path, cfg)
+    assert res.epochs_run == 1 and res.best_score is None
