@@ -182,7 +182,8 @@ def make_plan(rng: np.random.Generator, diagnosis: str, n_frames: int, fps: floa
         bline_active=active, small_cons=small, large_cons=large, white_lung=not pneu, effusion=effusion,
         off_depth=(breath + jit_d).astype(np.float32), off_lat=jit_u.astype(np.float32),
         slide=slide.astype(np.float32), wall_lines=wall.astype(np.float32),
-        lung_gain=float(rng.uniform(0.8, 1.25)), gain_db=float(rng.uniform(-3.0, 3.0)), pleura_gain=float(rng.uniform(0.85, 1.0)),
+        lung_gain=float(rng.uniform(0.8, 1.25)), gain_db=float(rng.uniform(-3.0, 3.0)),
+        pleura_gain=float(rng.uniform(0.85, 1.0)),
         pleura_thick=float(rng.uniform(1.4, 1.9) if diagnosis == "covid" else rng.uniform(0.9, 1.1)),
         white_u=float(rng.uniform(-0.25, 0.25)), white_hw=float(rng.uniform(0.45, 0.8)),
     )
