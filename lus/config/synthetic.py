@@ -38,6 +38,7 @@ class SyntheticSection(Section):
     video_score_share: float = bounded(0.25, 0.01, 1.0, "share of frames a score must be held for 'sustained'")
     video_score_noise: float = bounded(0.1, 0.0, 0.5, "chance the video score is off by one (rater noise)")
     style_shift: float = bounded(1.0, 0.0, 3.0, "strength of the per-hospital style differences (0 = identical)")
+    workers: int = bounded(2, 1, 64, "processes rendering videos (the output does not depend on it)")
 
     def validate(self) -> None:
         if self.frames_min > self.frames_max:

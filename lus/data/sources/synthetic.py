@@ -9,7 +9,9 @@ deterministic from ``seed`` (same seed -> byte-identical files).
 from __future__ import annotations
 
 import io
+import os
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from tqdm import tqdm
 
 from lus.config.synthetic import SyntheticSection
 from lus.data.manifest import MANIFEST_COLUMNS
-from lus.synth.dataset import iter_specs
+from lus.synth.dataset import VideoSpec, iter_specs
 from lus.synth.video import render_video, write_avi
 
 
@@ -40,27 +42,49 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
             zf.writestr(info, buf.getvalue(), compresslevel=6)
 
 
+def render_one(spec: VideoSpec, cfg: SyntheticSection, out_dir: Path) -> dict:
+    """Render and write one video and its annotations; return its manifest row."""
+    vid = render_video(
+        spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps, cfg.height, cfg.width,
+        n_annotators=cfg.n_annotators, annotator_noise=cfg.annotator_noise,
+        max_transitions=cfg.max_transitions, effusion_prob=cfg.effusion_prob, burned_text=cfg.burned_text,
+        score_rule=cfg.video_score_rule, score_share=cfg.video_score_share,
+        score_noise=cfg.video_score_noise, point=spec.point,
+    )
+    video_rel = f"videos/{spec.video_id}.avi"
+    label_rel = f"labels/{spec.video_id}.npz"
+    write_avi(out_dir / video_rel, vid.frames, spec.fps)
+    _write_npz(out_dir / label_rel, labels=vid.labels, annotators=vid.annotators, masks=vid.masks)
+    return {
+        "video_id": spec.video_id, "path": video_rel, "patient_id": spec.patient_id,
+        "hospital": spec.hospital, "probe": spec.probe, "fps": float(spec.fps),
+        "n_frames": int(spec.n_frames), "video_score": int(vid.score), "diagnosis": spec.diagnosis,
+        "covid_positive": int(spec.diagnosis == "covid"), "frame_labels": label_rel, "masks": label_rel,
+    }
+
+
 def generate(cfg: SyntheticSection, seed: int, out_dir: Path, progress: bool = True) -> pd.DataFrame:
-    """Render the dataset described by ``cfg`` into ``out_dir``; return one manifest row per video."""
+    """Render the dataset described by ``cfg`` into ``out_dir``; return one manifest row per video.
+
+    Videos are rendered in ``cfg.workers`` processes; each video draws from its own random stream
+    (see :mod:`lus.synth.dataset`), so the bytes do not depend on the number of workers.
+    """
     out_dir = Path(out_dir)
     specs = list(iter_specs(cfg, seed))
-    rows = []
-    for spec in tqdm(specs, desc="synthetic videos", unit="video", disable=not progress):
-        vid = render_video(
-            spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps, cfg.height, cfg.width,
-            n_annotators=cfg.n_annotators, annotator_noise=cfg.annotator_noise,
-            max_transitions=cfg.max_transitions, effusion_prob=cfg.effusion_prob, burned_text=cfg.burned_text,
-            score_rule=cfg.video_score_rule, score_share=cfg.video_score_share,
-            score_noise=cfg.video_score_noise, point=spec.point,
-        )
-        video_rel = f"videos/{spec.video_id}.avi"
-        label_rel = f"labels/{spec.video_id}.npz"
-        write_avi(out_dir / video_rel, vid.frames, spec.fps)
-        _write_npz(out_dir / label_rel, labels=vid.labels, annotators=vid.annotators, masks=vid.masks)
-        rows.append({
-            "video_id": spec.video_id, "path": video_rel, "patient_id": spec.patient_id,
-            "hospital": spec.hospital, "probe": spec.probe, "fps": float(spec.fps),
-            "n_frames": int(spec.n_frames), "video_score": int(vid.score), "diagnosis": spec.diagnosis,
-            "covid_positive": int(spec.diagnosis == "covid"), "frame_labels": label_rel, "masks": label_rel,
-        })
+    workers = max(1, min(cfg.workers, len(specs), os.cpu_count() or 1))
+    bar = tqdm(total=len(specs), desc="synthetic videos", unit="video", disable=not progress)
+    try:
+        if workers == 1:
+            rows = []
+            for spec in specs:
+                rows.append(render_one(spec, cfg, out_dir))
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(render_one, spec, cfg, out_dir) for spec in specs]
+                for fut in futures:
+                    fut.add_done_callback(lambda _: bar.update(1))
+                rows = [fut.result() for fut in futures]
+    finally:
+        bar.close()
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
