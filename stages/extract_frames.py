@@ -20,9 +20,11 @@ if __package__ in (None, ""):  # run as a script (python stages/extract_frames.p
 from lus.config.base import load_section  # noqa: E402
 from lus.config.extract import ExtractSection  # noqa: E402
 from lus.data.extract import extract_all, jobs_from_manifest  # noqa: E402
-from lus.data.manifest import read_manifest  # noqa: E402
 from lus.io import atomic_dir, read_json, write_csv, write_json  # noqa: E402
-from stages._cli import run, stage_parser  # noqa: E402
+
+# lus.data.manifest and stages._cli import pandas; they are imported where used (main, the entry
+# point) because the spawned extraction workers re-import this module, and pandas would add about
+# a second to each worker's start-up.
 
 
 def data_root(raw: Path) -> Path:
@@ -38,6 +40,8 @@ def data_root(raw: Path) -> Path:
 
 
 def main(args: argparse.Namespace) -> None:
+    from lus.data.manifest import read_manifest
+
     cfg = load_section(ExtractSection, args.params)
     raw = Path(args.raw)
     manifest_path = raw / "manifest.csv"
@@ -54,6 +58,8 @@ def main(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stages._cli import stage_parser
+
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--raw", default="data/raw", help="folder with manifest.csv and source.json")
     parser.add_argument("--out", default="data/frames", help="output folder (replaced atomically)")
@@ -62,4 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
+    from stages._cli import run
+
     run(main, build_parser())

@@ -11,9 +11,9 @@ its ``val`` patients, then predict its ``test`` patients. Reads ``segmentation``
 Writes to ``--out``: ``fold_<k>/{model.pt, checkpoint.pt, curve.csv, test_outputs.npz}`` (test
 softmax, truth and frames for the ensemble stage), ``meta.json`` and ``metrics.json`` (flat:
 ``applicable``, ``fold_<k>.<metric>``, ``<metric>_mean``/``_std`` with dice_bin, dice_cat,
-dice_cat_orig, pixel_acc, ...). Writes to ``--plots``: ``fold_<k>_test.png`` overlays and
-``fold_<k>_curve.csv``. A data source without masks (covid-blues, pocus) is not an error: the stage
-writes ``applicable: 0``, a note picture, and exits 0 so the pipeline continues.
+dice_cat_orig, pixel_acc, ...). Writes to ``--plots``: ``fold_<k>_test.png`` overlays (PNG only; the
+training curve is ``--out/fold_<k>/curve.csv``). A data source without masks (covid-blues, pocus) is
+not an error: the stage writes ``applicable: 0``, a note picture, and exits 0 so the pipeline continues.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -36,7 +35,7 @@ from lus.data.manifest import read_manifest
 from lus.data.seg_dataset import (
     BalancedFrameSampler, SegAugment, SegDataset, class_presence, load_seg_frames, masked_videos,
 )
-from lus.io import write_csv, write_json, write_npz
+from lus.io import write_json, write_npz
 from lus.metrics.segmentation import fold_summary, quantise_probs, segmentation_scores
 from lus.models.segmentation import build_segmentation_model, canonical_arch, predict_probs
 from lus.report.seg_overlays import pick_frames, save_message, save_overlay_grid
@@ -161,7 +160,6 @@ def main(args: argparse.Namespace) -> None:
         save_overlay_grid(plots / f"fold_{k}_test.png", test.frames[rows], test.masks[rows], labels[rows],
                           [f"{vids[r]} #{test.frame[r]}" for r in rows],
                           f"{arch} fold {k} test: dice_bin {per_fold[k]['dice_bin']:.3f}")
-        write_csv(plots / f"fold_{k}_curve.csv", pd.DataFrame(result.history))
         fold_meta[k] = {"selected_epoch": result.best_epoch, "selected_score": result.best_score,
                         "epochs_run": result.epochs_run, "resumed_from": result.resumed_from,
                         "n_frames": {"train": len(train), "val": len(val), "test": len(test)},

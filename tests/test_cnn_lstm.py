@@ -183,7 +183,7 @@ def test_frame_model_backbone_features(tmp_path):
     d = write_frame_model(tmp_path / "fold_0", 0, seed=1, arch="reg_stn")
     bb = build_backbone("frame_model", frame_model_dir=d, fold=0)
     feats = bb(np.zeros((3, 48, 48), np.uint8))
-    assert feats.shape == (3, bb.dim) and bb.dim == 2 * 32   # two crops x 32 body channels (width 0.25)
+    assert feats.shape == (3, bb.dim) and bb.dim == 3 * 32   # full-frame localisation body + two crops, 32 ch each
     assert bb.key_info["weights"] == f"file:{file_digest(d / 'model.pt')}"
 
 

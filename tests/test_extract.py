@@ -223,6 +223,11 @@ def test_mask_size_and_label_values_are_checked(dataset, tmp_path: Path) -> None
     np.savez(root / "labels" / "nolabels.npz", other=np.zeros(20))
     with pytest.raises(ValueError, match=r"nolabels\.npz: expected an array named 'labels'"):
         extract_video(VideoJob("b", video, labels=root / "labels" / "nolabels.npz"), cfg(), tmp_path)
+    (root / "labels" / "junk.npz").write_bytes(b"not a zip archive at all")
+    with pytest.raises(ValueError, match=r"junk\.npz: not a readable \.npz"):
+        extract_video(VideoJob("b", video, labels=root / "labels" / "junk.npz"), cfg(), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"annotation file not found: .*gone\.npz"):
+        extract_video(VideoJob("b", video, masks=root / "labels" / "gone.npz"), cfg(), tmp_path)
 
 
 # --------------------------------------------------------------------------- errors, skip, workers

@@ -88,6 +88,18 @@ def test_unwanted_frames_are_only_grabbed(tmp_path: Path) -> None:
     assert all(got[i] is None for i in (1, 2, 4, 5, 7, 8))
 
 
+def test_reused_buffer_is_overwritten_in_place(tmp_path: Path) -> None:
+    clip = sector_clip(n=6)
+    path = write_video(tmp_path / "clip.avi", clip)
+    with VideoReader(path, reuse_buffer=True) as reader:
+        seen = [(frame, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)) for _, frame in reader.frames()]
+        assert reader.n_decoded == 6
+    assert all(f is seen[0][0] for f, _ in seen)  # one array, decoded into again and again
+    fresh = read_frames(path)
+    for t, (_, grey) in enumerate(seen):  # copies taken at the time match a normal decode
+        assert (grey == cv2.cvtColor(fresh[t], cv2.COLOR_BGR2GRAY)).all()
+
+
 @pytest.mark.parametrize("suffix,fourcc", [(".mkv", "MJPG"), (".mp4", "mp4v"), (".mov", "mp4v")])
 def test_other_containers_decode(tmp_path: Path, suffix: str, fourcc: str) -> None:
     path = write_video(tmp_path / f"clip{suffix}", sector_clip(n=5), fourcc=fourcc)

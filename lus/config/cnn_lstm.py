@@ -28,17 +28,17 @@ class CnnLstmSection(Section):
     hidden: int = bounded(512, 1, 8192, "LSTM units")
     input_dropout: float = bounded(0.4, 0.0, 0.95, "LSTM input dropout (Keras 'dropout')")
     fc: list[int] = listof([1024, 1024], doc="widths of the ReLU dense layers after the LSTM")
-    epochs: int = bounded(60, 1, 10_000)
+    epochs: int = bounded(30, 1, 10_000)
     batch_size: int = bounded(16, 1, 4096)
-    lr: float = bounded(1e-4, 0.0, 1.0)
+    lr: float = bounded(3e-4, 0.0, 1.0)
     weight_decay: float = bounded(0.0, 0.0, 1.0)
     balanced_sampling: bool = True
     standardize: bool = True  # per-dimension feature standardisation with training-video statistics
-    patience: int = bounded(15, 0, 10_000, "early stopping: epochs without validation improvement (0 = off)")
+    patience: int = bounded(8, 0, 10_000, "early stopping: epochs without validation improvement (0 = off)")
     selection_metric: str = choice("loss", ("loss", "accuracy"), "validation metric that picks the epoch")
     feature_batch: int = bounded(64, 1, 4096, "frames per backbone forward pass during feature extraction")
     device: str = "auto"
-    num_threads: int = bounded(0, 0, 256, "torch CPU threads; 0 = all cores")
+    num_threads: int = bounded(1, 0, 256, "torch CPU threads; 0 = all cores (the small head is fastest on 1)")
 
     def validate(self) -> None:
         if any(w < 1 for w in self.fc):

@@ -31,17 +31,17 @@ class FrameModelSection(Section):
     crop_size: int = bounded(32, 32, 1024, "STN crop side in pixels (paper 112)")
     width: float = bounded(0.25, 0.05, 4.0, "channel multiplier of the CNN bodies (paper 1.0)")
     pretrained: bool = False
-    epochs: int = bounded(12, 1, 10000)
+    epochs: int = bounded(14, 1, 10000)
     batch_size: int = bounded(64, 2, 4096)
-    lr: float = bounded(3e-3, 0.0, 10.0, "Adam learning rate (paper 1e-4)")
+    lr: float = bounded(5e-3, 0.0, 10.0, "Adam learning rate (paper 1e-4)")
     weight_decay: float = bounded(1e-4, 0.0, 1.0)
-    milestones: list[int] = listof([10], doc="MultiStepLR milestones in epochs (paper [70])")
+    milestones: list[int] = listof([12], doc="MultiStepLR milestones in epochs (paper [70])")
     gamma: float = bounded(0.1, 0.0, 1.0)
     sampler: str = choice("balanced", ("balanced", "shuffle"), "class-balanced sampling with replacement or shuffling")
     augment: bool = True
     rotation_deg: float = bounded(23.0, 0.0, 180.0, "augmentation rotation range (paper 23)")
     device: str = "auto"
-    num_threads: int = bounded(0, 0, 256, "torch CPU threads; 0 = all cores")
+    num_threads: int = bounded(1, 0, 256, "torch CPU threads; 0 = all cores (1: small nets gain little from more, and never oversubscribe)")
     eval_batch_size: int = bounded(256, 1, 65536)
     pictures_per_score: int = bounded(3, 0, 100, "localisation pictures per true score")
 

@@ -46,7 +46,7 @@ class SegmentationSection(Section):
     n_overlays: int = bounded(6, 0, 64, "test frames drawn per overlay picture")
     output_dtype: str = choice("uint8", ("uint8", "float16"), "storage of the test softmax outputs")
     device: str = "auto"
-    num_threads: int = bounded(0, 0, 256, "torch CPU threads; 0 = all cores")
+    num_threads: int = bounded(1, 0, 256, "torch CPU threads; 0 = all cores (1: small nets gain little from more, and never oversubscribe)")
 
     def validate(self) -> None:
         if not self.archs:

@@ -2,19 +2,21 @@
 
 Per video, in one decoding pass (never twice):
 
-1. the first ``crop_buffer`` frames are kept as full-resolution grey images and the sector crop
-   is detected on them (:func:`lus.data.sector.find_sector`);
-2. those buffered frames and every later *selected* frame are cropped, converted to grey and
-   resized (area averaging); frames the selection drops are only grabbed by the decoder, never
-   converted, which makes ``stride``/``target_fps`` cheaper;
+1. the first ``crop_buffer`` frames are kept as full-resolution grey images and the sector is
+   detected on them (:func:`lus.data.sector.find_sector`);
+2. those buffered frames and every later *selected* frame are cropped to the sector's bounding
+   box, converted to grey, resized (:func:`resize_area`) and, with ``crop: auto``, faded to black
+   outside the sector's hull (text in the corners of a fan's box); frames the selection drops are
+   only grabbed by the decoder, never converted, which makes ``stride``/``target_fps`` cheaper;
 3. frame labels, annotator labels and masks (if the manifest row has them) go through exactly the
    same selection, and masks through the same crop (nearest-neighbour resize, so class ids are
    never blended); their length must equal the decoded frame count.
 
 Memory per worker is bounded by one video: the crop buffer, the small output frames and the
-video's annotation arrays. Videos run in a process pool (``extract.workers``); each worker decodes
-with one FFmpeg thread, since the parallelism comes from the processes (measured faster on 2 cores
-than letting both processes start decoder threads).
+video's annotation arrays. Videos run in a process pool (``extract.workers``, spawned workers,
+longest files first); each worker decodes with one FFmpeg thread, since the parallelism comes from
+the processes, and only computes: the parent writes each shard (atomically, with fsync) while the
+workers go on decoding.
 """
 
 from __future__ import annotations
@@ -25,20 +27,22 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import cv2
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from lus.config.extract import ExtractSection
-from lus.data.manifest import resolve_inside
 from lus.data.sector import CropBox, Sector, find_sector
 from lus.data.shards import INDEX_COLUMNS, LABEL_RANGE, MASK_CLASSES, write_shard
 from lus.data.video import VideoError, VideoReader
 
-_HALVE_WHILE = 2  # resize_area halves while the image is at least this many times the target
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas (and lus.data.manifest, which imports it) are imported inside the parent-only functions:
+# spawned pool workers import this module, and pandas alone would add ~1 s to their start-up.
 
 # Errors that concern one video (its file, its annotations): recorded under on_error=skip.
 VIDEO_ERRORS = (ValueError, OSError)
@@ -95,25 +99,30 @@ def spread(n: int, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- image ops
 
 def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Anti-aliased downscale to (height, width) by area averaging (INTER_AREA), in stages for speed.
+    """Anti-aliased downscale to (height, width): area (box) means in stages, for speed.
 
     One INTER_AREA call with a fractional factor takes OpenCV's generic path, which costs about
-    40% of the decode time of the frame at 350 px and 60% at 850 px (to 64 px). While the image is
-    at least twice the target it is therefore halved with INTER_AREA (an exact 2x2 box mean on the
-    fast integer path, odd last row/column dropped); the last step is an INTER_AREA resize by a
-    factor < 2. It is still a box (area) filter, only slightly wider: measured on real crops to
-    64x64 it differs from one INTER_AREA call by 1.2-1.7 grey levels on average (99th percentile
-    6-13, frame std ~27) and costs 4-5x less (about 8% of decode time), which is what keeps
-    extraction above 80% of the raw decode rate. Crops under twice the target (e.g. 350 px to a
-    224 px preset) get exactly one INTER_AREA call; upscaling is INTER_AREA too (bilinear-like).
+    40% of the decode time of the frame at 350 px and 60% at 850 px (to 64 px). So:
+
+    * image under twice the target (e.g. a 350 px crop to a 224 px preset, or any upscale): one
+      INTER_AREA call, exactly as specified;
+    * otherwise it is halved with INTER_AREA (exact 2x2 box means on OpenCV's fast integer path,
+      odd last row/column dropped) while it is at least twice the target, and the remaining
+      factor (< 2) is a bilinear step: after box pre-filtering, bilinear at a factor below 2
+      does not alias, and it is as close to one INTER_AREA call as an INTER_AREA last step
+      (measured on real crops to 64x64: 1.1-1.8 grey levels mean absolute difference, frame std
+      ~27) at 4-5x less cost than INTER_AREA (about 6% of decode time). This is what keeps
+      extraction above 80% of the raw decode rate.
     """
     h, w = image.shape[:2]
-    while h >= _HALVE_WHILE * height and w >= _HALVE_WHILE * width:
+    if h < 2 * height or w < 2 * width:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    while h >= 2 * height and w >= 2 * width:
         image = cv2.resize(image[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         h, w = image.shape[:2]
     if (h, w) == (height, width):
-        return np.ascontiguousarray(image)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def resize_nearest(mask: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -121,37 +130,51 @@ def resize_nearest(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-def blank_outside(frames: np.ndarray, sector: Sector, box: CropBox, frame_shape: tuple[int, int]) -> np.ndarray:
-    """Fade output frames (T, h, w) to black outside the sector hull (burned-in text in box corners).
+def hull_weight(sector: Sector, box: CropBox, width: int, height: int) -> np.ndarray | None:
+    """uint8 (height, width) weight of the output grid: 255 inside the sector hull, 0 outside, or
+    None when the hull covers the whole box (nothing to blank).
 
-    The hull mask is resized like the frames (area averaging), so its edge is a soft ramp of one
-    output pixel rather than a jagged cut; a hull covering the whole box changes nothing.
+    Used with ``crop: auto`` to fade burned-in text in the corners of a fan's bounding box to
+    black. Drawn directly at output resolution (anti-aliased, sub-pixel vertices, so the edge is a
+    soft ramp of about one output pixel), which costs microseconds.
     """
-    inside = box.apply(sector.inside_mask(*frame_shape))
-    if inside.all():
-        return frames
-    weight = resize_area(np.ascontiguousarray(inside) * np.uint8(255), frames.shape[2], frames.shape[1])
-    if (weight == 255).all():
-        return frames
-    out = (frames.astype(np.uint16) * weight + 127) // 255
-    return out.astype(np.uint8)
+    if sector.hull is None:
+        return None
+    sx, sy = width / box.width, height / box.height
+    # Hull vertices are pixel corners; fillConvexPoly takes pixel centres: shift by half a pixel.
+    pts = np.stack([(sector.hull[:, 0] - box.x0) * sx - 0.5, (sector.hull[:, 1] - box.y0) * sy - 0.5], axis=1)
+    weight = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(weight, np.round(pts * 16).astype(np.int32), 255, lineType=cv2.LINE_AA, shift=4)
+    return None if (weight == 255).all() else weight
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
     return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
-def frame_converter(box: CropBox, frame_shape: tuple[int, int], width: int, height: int):
-    """``convert(frame) -> uint8 (height, width)``: crop ``box`` of a BGR or grey frame, grey, resize.
+def frame_converter(box: CropBox, frame_shape: tuple[int, int], width: int, height: int,
+                    weight: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``convert(frame) -> uint8 (height, width)``: crop ``box`` of a BGR or grey frame, grey, resize,
+    then scale by ``weight`` (uint8 (height, width), 255 = keep; see :func:`hull_weight`) if given.
 
     A box covering most of the frame is converted to grey whole (contiguous rows convert faster
     than a strided view); a small box is cropped first. Decided once per video.
     """
     whole = 2 * box.area >= frame_shape[0] * frame_shape[1]
+    scale = 1.0 / 255.0
+    scratch = np.empty(frame_shape if whole else (box.height, box.width), np.uint8)  # grey, reused
 
     def convert(frame: np.ndarray) -> np.ndarray:
-        grey = box.apply(_grey(frame)) if whole else _grey(box.apply(frame))
-        return resize_area(grey, width, height)
+        if frame.ndim == 2:
+            grey = box.apply(frame)
+        elif whole:
+            grey = box.apply(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY, dst=scratch))
+        else:
+            grey = cv2.cvtColor(box.apply(frame), cv2.COLOR_BGR2GRAY, dst=scratch)
+        small = resize_area(grey, width, height)
+        if weight is not None:
+            small = cv2.multiply(small, weight, scale=scale)  # round(v * w / 255), one C call
+        return small
 
     return convert
 
@@ -166,22 +189,29 @@ class Annotations:
 
 
 def _load_npz(path: Path, keys: Sequence[str], required: str) -> dict[str, np.ndarray]:
+    """Arrays ``keys`` (those present; ``required`` must be) of an .npz file, errors naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if required not in data.files:
-                raise ValueError(f"{path}: expected an array named '{required}', found {', '.join(data.files) or 'none'}")
-            return {key: data[key] for key in keys if key in data.files}
+        data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
-            raise
         raise ValueError(f"{path}: not a readable .npz annotation file ({exc})") from exc
+    if not hasattr(data, "files"):  # a plain .npy array
+        raise ValueError(f"{path}: expected an .npz archive with an array named '{required}'")
+    with data:
+        if required not in data.files:
+            found = ", ".join(data.files) or "none"
+            raise ValueError(f"{path}: expected an array named '{required}', found {found}")
+        try:
+            return {key: data[key] for key in keys if key in data.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable .npz annotation file ({exc})") from exc
 
 
 def _check_ints(arr: np.ndarray, path: Path, key: str, ndim: int, lo: int, hi: int) -> np.ndarray:
     if arr.ndim != ndim or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{path}: '{key}' must be an integer array with {ndim} dimension(s), got {arr.dtype} {arr.shape}")
+        raise ValueError(f"{path}: '{key}' must be an integer array with {ndim} dimension(s), "
+                         f"got {arr.dtype} {arr.shape}")
     if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
         raise ValueError(f"{path}: '{key}' values must lie in {lo}..{hi}, got {int(arr.min())}..{int(arr.max())}")
     return arr
@@ -223,6 +253,23 @@ def extract_video(job: VideoJob, cfg: ExtractSection, out_dir: Path, threads: in
     return row
 
 
+_HEAD: dict[str, np.ndarray] = {}
+
+
+def _head_slot(k: int, n: int, frame: np.ndarray) -> np.ndarray:
+    """Grey copy of ``frame`` in slot ``k`` of a crop buffer (n, H, W) reused across videos of one
+    process: re-allocating ~4 MB per video costs page faults worth a few percent of decode time."""
+    shape = (n, *frame.shape[:2])
+    buf = _HEAD.get("buf")
+    if buf is None or buf.shape != shape:
+        buf = _HEAD["buf"] = np.empty(shape, np.uint8)
+    if frame.ndim == 2:
+        buf[k] = frame
+    else:
+        cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY, dst=buf[k])
+    return buf[k]
+
+
 @dataclass
 class _Decoded:
     """What one pass over a video produced: kept output frames, their source numbers, the crop."""
@@ -246,18 +293,21 @@ def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) ->
     n_buffer = cfg.crop_buffer if cfg.crop != "none" else 0
     sector: Sector | None = None
     convert = None
-    with VideoReader(job.video, threads=threads) as reader:
+    with VideoReader(job.video, threads=threads, reuse_buffer=True) as reader:
         fps = reader.fps if math.isfinite(reader.fps) else float(job.fps_hint)
         keep = frame_selector(cfg, fps, str(job.video))
 
         def settle_crop(shape: tuple[int, int]) -> None:
             nonlocal sector, convert
+            weight = None
             if n_buffer:
                 sector = find_sector([grey for _, grey in head])
                 box = sector.box
+                if cfg.crop == "auto":
+                    weight = hull_weight(sector, box, cfg.width, cfg.height)
             else:
                 box = CropBox(0, 0, shape[1], shape[0])
-            convert = frame_converter(box, shape, cfg.width, cfg.height)
+            convert = frame_converter(box, shape, cfg.width, cfg.height, weight)
             for i, grey in head:
                 if keep(i):
                     frames.append(convert(grey))
@@ -269,7 +319,7 @@ def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) ->
                 continue
             if convert is None:
                 if i < n_buffer:
-                    head.append((i, _grey(frame)))
+                    head.append((i, _head_slot(len(head), n_buffer, frame)))
                     if len(head) < n_buffer:
                         continue
                 settle_crop(frame.shape[:2])
@@ -320,15 +370,13 @@ def extract_arrays(job: VideoJob, cfg: ExtractSection,
     index = np.asarray(dec.index, dtype=np.int32)[positions]
     frames = np.stack([dec.frames[p] for p in positions])
     dec.frames.clear()
-    if cfg.crop == "auto" and dec.sector is not None and dec.sector.hull is not None:
-        frames = blank_outside(frames, dec.sector, dec.box, dec.frame_shape)
     arrays = {"frames": frames, "frame_index": index, **_annotation_arrays(ann, job, dec, index, cfg)}
     box, fps = dec.box, dec.fps
     return arrays, {
         "video_id": job.video_id, "shard": f"{job.video_id}.npz", "n_frames": int(len(index)),
         "n_decoded": int(dec.n_decoded), "fps": round(fps, 6) if math.isfinite(fps) else float("nan"),
         "crop_x0": box.x0, "crop_y0": box.y0, "crop_x1": box.x1, "crop_y1": box.y1,
-        "has_labels": "labels" in arrays, "has_masks": "masks" in arrays, "crop_method": dec.method,
+        "has_labels": int("labels" in arrays), "has_masks": int("masks" in arrays), "crop_method": dec.method,
     }
 
 
@@ -336,6 +384,8 @@ def extract_arrays(job: VideoJob, cfg: ExtractSection,
 
 def jobs_from_manifest(manifest: pd.DataFrame, root: Path, source: str = "manifest.csv") -> list[VideoJob]:
     """One job per manifest row; paths resolved against the data ``root`` and kept inside it."""
+    from lus.data.manifest import resolve_inside
+
     jobs = []
     for i, row in enumerate(manifest.to_dict("records"), start=1):
         where = f"{source}, row {i} (video_id {row['video_id']})"
@@ -346,8 +396,10 @@ def jobs_from_manifest(manifest: pd.DataFrame, root: Path, source: str = "manife
                 return None
             return resolve_inside(root, str(value).strip(), where)
 
-        fps = row.get("fps")
-        fps_hint = float(fps) if fps is not None and not pd.isna(fps) else float("nan")
+        try:
+            fps_hint = float(row.get("fps"))
+        except (TypeError, ValueError):  # None, pd.NA, text
+            fps_hint = float("nan")
         jobs.append(VideoJob(str(row["video_id"]), resolve_inside(root, str(row["path"]), where),
                              opt("frame_labels"), opt("masks"), fps_hint, where))
     return jobs
@@ -376,6 +428,8 @@ def extract_all(jobs: list[VideoJob], cfg: ExtractSection, out_dir: Path, progre
     survives. ``on_error: skip``: the video and the reason go to the report; if no video is left,
     ``ValueError``. Index rows follow the job (manifest) order whatever the completion order.
     """
+    import pandas as pd
+
     if not jobs:
         raise ValueError("no videos to extract: the manifest is empty")
     out_dir = Path(out_dir)
@@ -441,7 +495,9 @@ def extract_all(jobs: list[VideoJob], cfg: ExtractSection, out_dir: Path, progre
         first = next(iter(skipped.values()))["reason"] if skipped else "unknown"
         raise ValueError(f"no video could be extracted ({len(skipped)} skipped); first error: {first}")
     ordered = [rows[p] for p in sorted(rows)]
-    methods = pd.Series([r["crop_method"] for r in ordered]).value_counts().to_dict()
+    methods: dict[str, int] = {}
+    for r in ordered:
+        methods[r["crop_method"]] = methods.get(r["crop_method"], 0) + 1
     index = pd.DataFrame(ordered)[INDEX_COLUMNS]
     decoded, kept = int(index["n_decoded"].sum()), int(index["n_frames"].sum())
     report = {

@@ -7,9 +7,10 @@ source (and, through it, the label) instead of the lung.
 What separates the sector from overlays is *time*: speckle, lung sliding, breathing and probe
 motion change every sector pixel from frame to frame, while overlays are static. So:
 
-1. the first N frames (the caller's bounded buffer, e.g. 32) are reduced by an integer factor
-   to a working size (longest side <= 256 px; detection does not need full resolution);
-2. the per-pixel temporal standard deviation (accumulated frame by frame) marks "live" pixels (threshold relative to the
+1. up to 16 frames spread over the first N (the caller's bounded buffer, e.g. 32, about a
+   second of video) are point-sampled to a working size (longest side <= 256 px; detection
+   does not need full resolution);
+2. the per-pixel temporal standard deviation marks "live" pixels (threshold relative to the
    clip's own variation, with an absolute floor so compression flicker does not count);
 3. a small opening drops isolated flicker (e.g. a frame counter's edges), a closing scaled to the
    frame joins the sector across dark, quiet patches (rib shadows, effusions);
@@ -36,6 +37,7 @@ import cv2
 import numpy as np
 
 WORK_SIZE = 256  # longest side of the detection image (pixels)
+MAX_SAMPLES = 16  # frames (spread over the buffer) that enter the temporal statistics
 MIN_AREA_FRACTION = 0.04  # a detected region smaller than this share of the frame is not a sector
 _STD_STRONG = 2.0  # grey levels: seed pixels vary more than this ...
 _STD_RELATIVE = 0.12  # ... and more than this share of the clip's 99th-percentile variation
@@ -96,13 +98,14 @@ class Sector:
 def temporal_stats(frames: Sequence[np.ndarray], factor: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel mean and standard deviation over time, float32 (h, w), at 1/``factor`` resolution.
 
-    Frames are reduced by an *integer* factor with INTER_AREA (OpenCV's exact, fast box-mean path;
-    a fractional factor takes a slow generic path that cost more than decoding) and accumulated
-    with ``cv2.accumulate``/``accumulateSquare``, so no (N, H, W) float stack is ever built.
+    Frames are *point-sampled* every ``factor`` pixels (nearest neighbour, no averaging), so a
+    pixel's temporal std is that of a full-resolution pixel whatever the working scale and the
+    absolute thresholds keep their meaning for every frame size; sums are accumulated with
+    ``cv2.accumulate``/``accumulateSquare``, so no (N, H, W) float stack is ever built.
     """
     h, w = frames[0].shape[:2]
     hh, ww = h // factor, w // factor
-    # float32 sums of squares stay exact up to 2**24 / 255**2 = 258 frames (crop_buffer <= 512).
+    # float32 sums of squares stay exact up to 2**24 / 255**2 = 258 frames (find_sector passes <= 16).
     total = np.zeros((hh, ww), np.float32)
     squares = np.zeros((hh, ww), np.float32)
     for frame in frames:
@@ -110,7 +113,7 @@ def temporal_stats(frames: Sequence[np.ndarray], factor: int) -> tuple[np.ndarra
             raise ValueError(f"find_sector: frames differ in size ({frame.shape[:2]} vs {(h, w)})")
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
         if factor > 1:
-            grey = cv2.resize(grey[: hh * factor, : ww * factor], (ww, hh), interpolation=cv2.INTER_AREA)
+            grey = cv2.resize(grey[: hh * factor, : ww * factor], (ww, hh), interpolation=cv2.INTER_NEAREST)
         cv2.accumulate(grey, total)
         cv2.accumulateSquare(grey, squares)
     n = len(frames)
@@ -122,16 +125,6 @@ def temporal_stats(frames: Sequence[np.ndarray], factor: int) -> tuple[np.ndarra
 def _kernel(size: int) -> np.ndarray:
     size = max(3, size | 1)
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-
-
-def _largest_component(mask: np.ndarray) -> tuple[tuple[int, int, int, int], int] | None:
-    """Bounding box ``(x, y, w, h)`` and area of the largest 8-connected component of ``mask``."""
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return None
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, w, h, area = (int(v) for v in stats[best])
-    return (x, y, w, h), area
 
 
 def motion_masks(std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,13 +185,16 @@ def find_sector(frames: Sequence[np.ndarray] | np.ndarray, work_size: int = WORK
 
     ``frames``: N >= 1 frames of one video, grey (H, W) or BGR (H, W, 3) uint8, as a sequence or an
     (N, H, W[, 3]) array; callers pass a bounded buffer (about 32 frames is plenty, motion over
-    ~1 s of video). Returns the crop box in full-resolution pixels and the method that produced it.
+    ~1 s of video). Returns the crop box in full-resolution pixels, the method that produced it
+    and the region's convex hull (never an empty box: at worst the whole frame, method ``full``).
     """
     if len(frames) == 0:
         raise ValueError("find_sector needs at least one frame")
     h, w = frames[0].shape[:2]
     full = CropBox(0, 0, w, h)
     factor = max(1, math.ceil(max(h, w) / work_size))
+    if len(frames) > MAX_SAMPLES:  # the buffer sets the time span; 16 samples spread over it suffice
+        frames = [frames[int(i)] for i in np.round(np.linspace(0, len(frames) - 1, MAX_SAMPLES))]
     mean, std = temporal_stats(frames, factor)
     wh, ww = mean.shape
     min_area = min_area_fraction * wh * ww

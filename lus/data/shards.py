@@ -23,6 +23,8 @@ import numpy as np
 
 from lus.io import write_npz
 
+# index.csv: shard relative to data/frames; n_frames kept, n_decoded decoded; fps of the source file;
+# crop box [x0, x1) x [y0, y1) in source pixels; has_labels / has_masks 0 or 1.
 INDEX_COLUMNS = ["video_id", "shard", "n_frames", "n_decoded", "fps", "crop_x0", "crop_y0", "crop_x1", "crop_y1",
                  "has_labels", "has_masks"]
 SHARD_KEYS = ("frames", "frame_index", "labels", "annotators", "masks")

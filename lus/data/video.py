@@ -97,11 +97,14 @@ class VideoReader:
     (decoded but not converted/copied to numpy), which is cheaper when subsampling. Iteration ends at
     the first frame the decoder cannot read (truncated files keep their readable prefix); a video
     with zero readable frames raises :class:`VideoError`. ``threads`` sets FFmpeg's decoder threads
-    (``None`` = OpenCV default, one per core; use 1 inside a process pool).
+    (``None`` = OpenCV default, one per core; use 1 inside a process pool). ``reuse_buffer=True``
+    decodes every frame into the same array (saves an allocation per frame): each yielded frame is
+    then overwritten by the next one, so the caller must copy what it keeps.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, reuse_buffer: bool = False) -> None:
         self.path = check_video_path(path)
+        self._reuse = reuse_buffer
         self._cap = _open(self.path, threads)
         self.fps: float = _fps(self._cap)
         self.n_frames_meta: int = max(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
@@ -113,14 +116,16 @@ class VideoReader:
         (H, W, 3), or None where ``want(index)`` is False (grabbed only)."""
         cap = self._cap
         index = 0
+        buf = None
         try:
             while True:
                 if want is None or want(index):
-                    ok, frame = cap.read()
+                    ok, frame = cap.read(buf) if self._reuse else cap.read()
                     if not ok or frame is None:
                         break
                     if frame.ndim == 2:  # some decoders return grey for single-channel streams
                         frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+                    buf = frame
                     if self._shape is None:
                         self._shape = frame.shape
                     elif frame.shape != self._shape:

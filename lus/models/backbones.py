@@ -11,7 +11,8 @@ Names:
 frame_model   the fold's trained frame classifier (``models/frame/fold_K``, rebuilt from ``meta.json``
               through the frame-model registry): per crop, global-average-pooled output of the
               classifier body, concatenated over crops (Reg-STN: [crop 1 | crop 2]). Input as the frame
-              model saw it: [0, 1], resized to its ``input_size``, no normalisation. LUS-pretrained,
+              model saw it: [0, 1], resized to its ``input_size``, no normalisation. STN models add the
+              pooled localisation body (it sees the whole frame). LUS-pretrained,
               tiny, and trained on the same fold's training patients only (no leakage into the test fold).
 mobilenet_v2  torchvision, ImageNet (IMAGENET1K_V1) -> 1280-d   | resnet18 -> 512-d | resnet50 -> 2048-d
 efficientnet_b0 -> 1280-d | densenet121 -> 1024-d | vgg16 -> flattened 7x7x512 = 25,088-d (as Barros)
@@ -172,25 +173,35 @@ def _torchvision_backbone(name: str, weights: str, input_size: int) -> FeatureBa
 
 
 def _frame_model_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """GAP of the classifier body's output per crop, crops concatenated: (B, n_crops * C)."""
+    """Pooled body features of a frame model: ``[localisation body on the full frame | crop 1 | crop 2]``.
+
+    Global average pool of every CNN body output the model runs: the localisation body (STN models;
+    it sees the whole frame, where findings outside the crops live) and the classifier body per crop
+    (two-crop models run it on ``[crop 1 of all | crop 2 of all]``). Models without a ``head``
+    (torchvision ResNet-18) give the input of their final FC.
+    """
     captured: list[torch.Tensor] = []
+    full: list[torch.Tensor] = []
+    handles = []
+    loc_body = getattr(getattr(net, "loc", None), "body", None)
+    if loc_body is not None:
+        handles.append(loc_body.register_forward_hook(lambda _m, _i, out: full.append(out.mean(dim=(2, 3)))))
     head = getattr(net, "head", None)
     if head is None:
         target = getattr(getattr(net, "net", None), "fc", None)  # torchvision ResNet-18 frame model
         if target is None:
             raise ValueError(f"frame model {type(net).__name__}: no classifier head to take features from")
-        handle = target.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0]))
+        handles.append(target.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0])))
     else:
-        handle = head.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].mean(dim=(2, 3))))
+        handles.append(head.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].mean(dim=(2, 3)))))
     try:
         net(x)
     finally:
-        handle.remove()
-    feats = captured[-1]
+        for h in handles:
+            h.remove()
     b = x.shape[0]
-    if feats.shape[0] != b:  # two-crop models run the body on [crop 1 of all | crop 2 of all]
-        feats = torch.cat(list(feats.split(b)), dim=1)
-    return feats
+    parts = full[-1:] + list(captured[-1].split(b))  # split: one (B, C) block per crop
+    return torch.cat(parts, dim=1)
 
 
 def _frame_spec_from_meta(meta: dict[str, Any]) -> Any:
@@ -248,7 +259,7 @@ def frame_model_backbone(model_dir: str | Path, fold: int | None = None) -> Feat
         return _resize(frames, size)  # the frame model's own input: [0, 1], no normalisation
 
     key = {"backbone": "frame_model", "fold": meta.get("fold"), "arch": spec.arch, "weights": f"file:{file_digest(weights_path)}",
-           "input_size": size, "pre": "grey01-resize-v1", "features": "gap-per-crop-v1"}
+           "input_size": size, "pre": "grey01-resize-v1", "features": "gap-loc-and-crops-v2"}
     return FeatureBackbone(net, preprocess, dim, key, features=_frame_model_features)
 
 

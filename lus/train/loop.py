@@ -59,7 +59,9 @@ Resume
     continued from the next epoch; on the same hardware and thread count the final weights equal
     those of an uninterrupted run bit for bit (RNG states and sampler order are restored). A
     mismatching checkpoint is ignored with a warning; a finished one only rewrites the outputs.
-    Under DVC declare ``checkpoint.pt`` with ``persist: true`` so it survives until the rerun.
+    Under DVC declare ``checkpoint.pt`` with ``persist: true`` so it survives until the rerun, and
+    pass ``resume=not checkpoint_finished(path)``: DVC reruns a finished stage only because a
+    dependency changed, which the fingerprint may not capture (e.g. code).
 
 Distributed (torchrun)
     ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` are read from the environment; the process group is

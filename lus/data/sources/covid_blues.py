@@ -53,7 +53,8 @@ def read_severity(path: Path) -> dict[str, int]:
         try:
             value = float(raw)
         except ValueError:
-            raise ManifestError(f"{path}, row {i} ({stem}): 'Severity Score' must be a number 0..3, got '{raw}'") from None
+            raise ManifestError(f"{path}, row {i} ({stem}): 'Severity Score' must be a number 0..3, "
+                                f"got '{raw}'") from None
         if value not in (0.0, 1.0, 2.0, 3.0):
             raise ManifestError(f"{path}, row {i} ({stem}): 'Severity Score' must be 0, 1, 2 or 3, got '{raw}'")
         if stem in scores:
