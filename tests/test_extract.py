@@ -153,16 +153,19 @@ def test_crop_auto_blanks_text_in_the_box_corners(tmp_path: Path) -> None:
     frames[:, 22:30, 24:44] = 220  # static marker in the top-left corner of the box
     root = tmp_path / "root"
     write_video(root / "v.avi", frames, 10.0)
-    jobs = [VideoJob("v", root / "v.avi")]
+    np.savez(root / "m.npz", masks=np.ones(frames.shape, np.uint8))  # "lung" everywhere
+    jobs = [VideoJob("v", root / "v.avi", masks=root / "m.npz")]
     auto = extract_all(jobs, cfg(width=121, height=91), tmp_path / "auto", progress=False)
     boxed = extract_all(jobs, cfg(width=121, height=91, crop="box"), tmp_path / "box", progress=False)
     assert auto.index.iloc[0].tolist()[5:9] == boxed.index.iloc[0].tolist()[5:9]  # same box
     x0, y0 = int(auto.index.loc[0, "crop_x0"]), int(auto.index.loc[0, "crop_y0"])
-    corner = (slice(22 - y0 + 1, 30 - y0 - 1), slice(24 - x0 + 1, 44 - x0 - 1))  # ~1:1 scale
-    assert read_shard(tmp_path / "box" / "v.npz")["frames"][:, corner[0], corner[1]].mean() > 150
-    assert read_shard(tmp_path / "auto" / "v.npz")["frames"][:, corner[0], corner[1]].mean() < 20
-    centre = read_shard(tmp_path / "auto" / "v.npz")["frames"][:, 40:60, 50:70]
-    assert centre.mean() > 30  # the fan itself is untouched
+    corner = (slice(None), slice(22 - y0 + 1, 30 - y0 - 1), slice(24 - x0 + 1, 44 - x0 - 1))  # ~1:1 scale
+    box_shard, auto_shard = read_shard(tmp_path / "box" / "v.npz"), read_shard(tmp_path / "auto" / "v.npz")
+    assert box_shard["frames"][corner].mean() > 150 and (box_shard["masks"][corner] == 1).all()
+    assert auto_shard["frames"][corner].mean() < 20
+    assert (auto_shard["masks"][corner] == 0).all()  # blanked pixels are background in the masks too
+    assert auto_shard["frames"][:, 40:60, 50:70].mean() > 30  # the fan itself is untouched
+    assert (auto_shard["masks"][:, 40:60, 50:70] == 1).all()
 
 
 def test_crop_none_keeps_the_full_frame(dataset, tmp_path: Path) -> None:

@@ -253,12 +253,16 @@ def extract_video(job: VideoJob, cfg: ExtractSection, out_dir: Path, threads: in
     return row
 
 
+# The crop buffer of this process, reused from video to video (one extraction at a time per process).
 _HEAD: dict[str, np.ndarray] = {}
 
 
 def _head_slot(k: int, n: int, frame: np.ndarray) -> np.ndarray:
-    """Grey copy of ``frame`` in slot ``k`` of a crop buffer (n, H, W) reused across videos of one
-    process: re-allocating ~4 MB per video costs page faults worth a few percent of decode time."""
+    """Grey copy of ``frame`` in slot ``k`` of the crop buffer uint8 (n, H, W), returned as a view.
+
+    The buffer is allocated once per process and frame size: allocating ~4 MB afresh for every
+    video cost page faults worth 2-3% of the decode time (measured on covid-blues).
+    """
     shape = (n, *frame.shape[:2])
     buf = _HEAD.get("buf")
     if buf is None or buf.shape != shape:
@@ -282,6 +286,7 @@ class _Decoded:
     n_decoded: int
     frame_shape: tuple[int, int]
     fps: float
+    weight: np.ndarray | None = None  # hull weight applied to the frames (crop: auto), see hull_weight
 
 
 def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) -> _Decoded:
@@ -293,13 +298,13 @@ def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) ->
     n_buffer = cfg.crop_buffer if cfg.crop != "none" else 0
     sector: Sector | None = None
     convert = None
+    weight: np.ndarray | None = None
     with VideoReader(job.video, threads=threads, reuse_buffer=True) as reader:
         fps = reader.fps if math.isfinite(reader.fps) else float(job.fps_hint)
         keep = frame_selector(cfg, fps, str(job.video))
 
         def settle_crop(shape: tuple[int, int]) -> None:
-            nonlocal sector, convert
-            weight = None
+            nonlocal sector, convert, weight
             if n_buffer:
                 sector = find_sector([grey for _, grey in head])
                 box = sector.box
@@ -332,12 +337,13 @@ def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) ->
         shape = reader.frame_shape
         box = sector.box if sector is not None else CropBox(0, 0, shape[1], shape[0])
         return _Decoded(frames, index, box, sector, sector.method if sector else "none", reader.n_decoded,
-                        shape, fps)
+                        shape, fps, weight)
 
 
 def _annotation_arrays(ann: Annotations, job: VideoJob, dec: _Decoded, index: np.ndarray,
                        cfg: ExtractSection) -> dict[str, np.ndarray]:
-    """Labels/annotators/masks of the kept frames; masks cropped like the frames, nearest resize."""
+    """Labels/annotators/masks of the kept frames; masks cropped like the frames (nearest resize) and
+    set to background where ``crop: auto`` blanked the frames."""
     out: dict[str, np.ndarray] = {}
     if ann.labels is not None:
         _check_length(len(ann.labels), dec.n_decoded, job.labels, "labels", job.video)
@@ -350,8 +356,11 @@ def _annotation_arrays(ann: Annotations, job: VideoJob, dec: _Decoded, index: np
             raise ValueError(f"{job.masks}: masks are {ann.masks.shape[2]}x{ann.masks.shape[1]} pixels but "
                              f"{job.video} is {dec.frame_shape[1]}x{dec.frame_shape[0]}; masks must be in "
                              "video pixels")
-        out["masks"] = np.stack([resize_nearest(np.ascontiguousarray(dec.box.apply(ann.masks[i])),
-                                                cfg.width, cfg.height) for i in index])
+        masks = np.stack([resize_nearest(np.ascontiguousarray(dec.box.apply(ann.masks[i])), cfg.width, cfg.height)
+                          for i in index])
+        if dec.weight is not None:  # where the frames were blanked, the masks say background
+            masks[:, dec.weight < 128] = 0
+        out["masks"] = masks
     return out
 
 
@@ -489,6 +498,7 @@ def extract_all(jobs: list[VideoJob], cfg: ExtractSection, out_dir: Path, progre
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
+        _HEAD.clear()  # the in-process path (workers=1) should not keep the crop buffer alive
 
     seconds = time.perf_counter() - start
     if not rows:
