@@ -70,7 +70,9 @@ def data_digest(images: torch.Tensor, targets: np.ndarray) -> str:
 
 
 def set_threads(n: int) -> None:
-    torch.set_num_threads(n if n > 0 else max(1, os.cpu_count() or 1))
+    """``n`` threads, or all cores shared among the torchrun processes of this machine (n = 0)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    torch.set_num_threads(n if n > 0 else max(1, (os.cpu_count() or 1) // local))
 
 
 def main(args: argparse.Namespace) -> None:

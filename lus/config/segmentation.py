@@ -40,7 +40,7 @@ class SegmentationSection(Section):
     augment: bool = True
     balanced_sampling: bool = True
     # Validation frames scored after every epoch (a fixed, seeded subset; 0 = all).
-    max_val_frames: int = bounded(256, 0, 10**9)
+    max_val_frames: int = bounded(128, 0, 10**9)
     selection_metric: str = choice("dice_bin", SELECTION_METRICS, "validation metric that picks the epoch")
     boost: list[float] = listof([1.0, 1.0, 2.0, 2.0, 2.0], doc="ensemble class boost (METHODS §3)")
     n_overlays: int = bounded(6, 0, 64, "test frames drawn per overlay picture")

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 
 class SplitError(ValueError):
@@ -44,6 +43,9 @@ def stratification_labels(videos: pd.DataFrame, stratify_by: str) -> tuple[str, 
 
 def _group_kfold(n_splits: int, labels: np.ndarray | None, groups: np.ndarray, seed: int) -> list[np.ndarray]:
     """Test indices of each split; stratified when labels are given."""
+    # Imported here: scikit-learn takes ~2 s to import, and the training stages only read folds.
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
     x = np.zeros(len(groups))
     if labels is None:
         splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
