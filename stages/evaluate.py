@@ -18,9 +18,12 @@ from lus.config.base import load_section
 from lus.config.data import SplitSection
 from lus.config.frame_model import FrameModelSection
 from lus.io import read_json, write_csv, write_json, write_text
+from lus.data.manifest import read_manifest
 from lus.metrics.classification import summarise_cnn_lstm
+from lus.metrics.patient import patient_covid_detection
 from lus.metrics.video import summarize_folds
 from lus.report.plots import confusion_png, curves_png, per_fold_bars_png
+from lus.report.seg_overlays import save_message
 from lus.report.tables import build_report
 from stages._cli import run, stage_parser
 
@@ -55,9 +58,15 @@ def frame_group(pred_dir: Path, arch: str) -> dict[str, Any]:
     return {arch: group}
 
 
-def video_group(agg_dir: Path, folds: list[int], plots: Path) -> dict[str, Any]:
+def video_group(agg_dir: Path, folds: list[int], plots: Path, manifest: pd.DataFrame) -> dict[str, Any]:
     per_fold = {k: pd.read_csv(require(agg_dir / f"fold_{k}_predictions.csv", f"train_aggregator@{k}"))
                 for k in folds}
+    if all(len(df) == 0 for df in per_fold.values()):  # no severity labels in this data source
+        write_csv(plots / "video" / "confusion.csv", pd.DataFrame(columns=["actual", "predicted"]))
+        write_csv(plots / "video" / "per_fold_f1.csv", pd.DataFrame(columns=["fold", "method", "f1_weighted"]))
+        for name in ("video_confusion.png", "video_per_fold_f1.png"):
+            save_message(plots / "png" / name, "video score: not applicable\n(no severity labels in this data source)")
+        return {"applicable": 0}
     summary = summarize_folds(per_fold)
     pooled = pd.concat(per_fold.values(), ignore_index=True)
     pooled = pooled[pooled["label"] >= 0]
@@ -70,7 +79,9 @@ def video_group(agg_dir: Path, folds: list[int], plots: Path) -> dict[str, Any]:
                          if m in summary and f"f1_weighted_fold{k}" in summary[m]])
     write_csv(plots / "video" / "per_fold_f1.csv", bars)
     per_fold_bars_png(bars, "f1_weighted", "video weighted F1 per test fold", plots / "png" / "video_per_fold_f1.png")
-    return {k: v for k, v in summary.items()}
+    covid = {str(p): int(v) for p, v in zip(manifest["patient_id"], manifest["covid_positive"]) if not pd.isna(v)}
+    patient = nest(patient_covid_detection(per_fold, covid, VIDEO_METHODS_PLOTTED)) if covid else {}
+    return {"applicable": 1, **summary, **({"patient_covid": patient} if patient else {})}
 
 
 def segmentation_group(seg_metrics: Path) -> dict[str, Any]:
@@ -90,6 +101,10 @@ def frame_plots(pred_confusion: Path, frame_models: Path, folds: list[int], plot
     rows = pd.read_csv(require(pred_confusion, "predict_frames"))
     confusion_png(rows, [str(c) for c in range(4)], "frame severity (out-of-fold)", plots / "png" / "frame_confusion.png")
     curves = {f"fold {k}": pd.read_csv(p) for k in folds if (p := frame_models / f"fold_{k}" / "curve.csv").is_file()}
+    curves = {name: c for name, c in curves.items() if len(c)}  # empty: not applicable (no severity labels)
+    if not curves:
+        save_message(plots / "png" / "frame_training_curves.png", "frame model: not applicable\n(no severity labels)")
+        return
     curves_png(curves, ("train_loss", "val_accuracy"), "frame model training", plots / "png" / "frame_training_curves.png")
 
 
@@ -98,7 +113,7 @@ def main(args: argparse.Namespace) -> None:
     arch = load_section(FrameModelSection, args.params).arch
     plots, out = Path(args.plots), Path(args.metrics)
     # Check every input before writing anything, so a missing one leaves no partial results.
-    inputs = [(Path(args.raw) / "source.json", "prepare"), (Path(args.predictions) / "frame_metrics.json", "predict_frames"),
+    inputs = [(Path(args.raw) / "source.json", "prepare"), (Path(args.raw) / "manifest.csv", "prepare"), (Path(args.predictions) / "frame_metrics.json", "predict_frames"),
               (Path(args.frame_confusion), "predict_frames"), (Path(args.segmentation), "segmentation_ensemble")]
     inputs += [(Path(args.aggregator) / f"fold_{k}_predictions.csv", f"train_aggregator@{k}") for k in folds]
     inputs += [(Path(args.cnn_lstm) / f"fold_{k}" / "meta.json", f"train_cnn_lstm@{k}") for k in folds]
@@ -107,7 +122,7 @@ def main(args: argparse.Namespace) -> None:
     source = read_json(Path(args.raw) / "source.json")
     groups: dict[str, dict[str, Any]] = {
         "frame": frame_group(Path(args.predictions), arch),
-        "video": video_group(Path(args.aggregator), folds, plots),
+        "video": video_group(Path(args.aggregator), folds, plots, read_manifest(Path(args.raw) / "manifest.csv")),
         "segmentation": segmentation_group(Path(args.segmentation)),
     }
     groups["cnn_lstm"], classes = cnn_lstm_group(Path(args.cnn_lstm), folds, plots)

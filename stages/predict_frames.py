@@ -15,6 +15,10 @@ p0..p3, theta1_0..5, theta2_0..5``; videos in manifest order, frames in temporal
 ``frame_metrics.json`` (flat numbers, :func:`lus.metrics.frame.frame_metrics` + ``localization.*``),
 ``confusion.csv`` (``actual,predicted``), and PNGs [frame with crop boxes | crop 1 | crop 2] under
 ``--pictures`` (a few frames per true score).
+
+When every fold's frame model says ``applicable: 0`` (a data source without severity labels), the stage
+writes an empty table with the same columns, ``{"applicable": 0}`` metrics, an empty confusion table and a
+note picture, and exits 0.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from lus.io import atomic_dir, read_json, write_csv, write_json, write_parquet
 from lus.metrics.frame import confusion_rows, frame_metrics
 from lus.models.frame_models import build_frame_model
 from lus.report.localization import crop_panel, marker_coverage, pick_frames, write_png
+from lus.report.seg_overlays import save_message
 from lus.runtime import resolve_device, seed_everything
 from lus.train.frame import model_spec, predict
 from stages._cli import run, stage_parser
@@ -97,6 +102,22 @@ def predict_fold(fold: int, videos: pd.DataFrame, sec: FrameModelSection, frames
     return df, {"masks": table.masks, "annotators": table.annotators}
 
 
+def frame_models_applicable(models_dir: Path, n_folds: int) -> bool:
+    """False when train_frame found nothing to learn in any fold (see stages/train_frame.py)."""
+    metas = [models_dir / f"fold_{k}" / "meta.json" for k in range(n_folds)]
+    return any(not m.is_file() or read_json(m).get("applicable", 1) for m in metas)
+
+
+def write_not_applicable(args: argparse.Namespace) -> None:
+    write_parquet(args.out, pd.DataFrame({c: pd.Series(dtype=object if c in ("video_id", "patient_id") else float)
+                                          for c in COLUMNS}))
+    write_json(args.metrics, {"applicable": 0})
+    write_csv(args.confusion, pd.DataFrame(columns=["actual", "predicted"]))
+    with atomic_dir(Path(args.pictures)) as tmp:
+        save_message(tmp / "not_applicable.png", "frame severity: not applicable\n(no severity labels in this data source)")
+    print("predict_frames: not applicable (no severity labels in this data source); wrote applicable: 0")
+
+
 def main(args: argparse.Namespace) -> None:
     base = load_section(BaseSection, args.params)
     sec = load_section(FrameModelSection, args.params)
@@ -105,9 +126,12 @@ def main(args: argparse.Namespace) -> None:
     folds = read_json(args.folds).get("folds", [])
     if not folds:
         raise ValueError(f"{args.folds}: no folds")
+    frames_dir, models_dir = Path(args.frames), Path(args.models)
+    if not frame_models_applicable(models_dir, len(folds)):
+        write_not_applicable(args)
+        return
     manifest = read_manifest(args.manifest)
     index = read_index(args.frames)
-    frames_dir, models_dir = Path(args.frames), Path(args.models)
     order = {v: i for i, v in enumerate(manifest["video_id"].astype(str))}
     parts, masks, annotators = [], {}, {}
     for k, fold in enumerate(folds):
@@ -125,7 +149,7 @@ def main(args: argparse.Namespace) -> None:
     frames = frames[COLUMNS]
     write_parquet(args.out, frames)
 
-    metrics = frame_metrics(frames, annotators)
+    metrics = {"applicable": 1.0, **frame_metrics(frames, annotators)}
     theta_cols = [f"theta1_{i}" for i in range(6)]
     th, mk = [], []
     for vid, rows in frames.groupby("video_id", sort=False).indices.items():

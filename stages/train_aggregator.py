@@ -157,14 +157,21 @@ def main(args: argparse.Namespace) -> None:
     cfg = load_section(AggregatorSection, args.params)
     seed_everything(base.seed)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    out = Path(args.out)
+    if len(_read_frames(Path(args.frames))) == 0:  # predict_frames wrote applicable: 0 (no severity labels)
+        write_json(out / f"fold_{args.fold}_metrics.json", {"applicable": 0})
+        write_csv(out / f"fold_{args.fold}_predictions.csv", pd.DataFrame(columns=["video_id", "label"]))
+        write_json(out / f"fold_{args.fold}.json", {"fold": args.fold, "applicable": 0,
+                                                    "reason": f"{args.frames} has no frame predictions"})
+        log.info("fold %d: not applicable (no frame predictions: no severity labels in this data source)", args.fold)
+        return
     train, test, info = load_fold_data(args.frames, args.folds, args.manifest, args.fold)
     fit, predictions = run_fold(train, test, cfg, args.fold, base.seed)
-    out = Path(args.out)
     metrics = fold_metrics(predictions)
     metrics["uninorm_train"] = {"loss": fit.train_loss, "accuracy": fit.train_accuracy,
                                 **{f"neutral_{c}": v for c, v in enumerate(fit.neutral)}}
     model = {
-        "fold": args.fold,
+        "fold": args.fold, "applicable": 1,
         "neutral": fit.neutral,
         "tnorm": cfg.tnorm,
         "off_diagonal": cfg.off_diagonal,

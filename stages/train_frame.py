@@ -14,6 +14,12 @@ Writes to ``--out``: ``model.pt`` (state dict of the selected epoch; ``torch.loa
 interrupted run continues from its last finished epoch when data, params and fold are unchanged; a
 finished checkpoint is ignored, since DVC only reruns the stage when something changed; ``--no-resume``
 always starts afresh). Declare ``checkpoint.pt`` with ``persist: true`` in dvc.yaml for this to work.
+
+A data source without any severity (no frame labels, no video scores; e.g. pocus, which only has
+diagnoses) is not an error: the stage writes ``meta.json`` with ``applicable: 0`` and the reason, and
+placeholder ``model.pt``/``checkpoint.pt``/``curve.csv`` holding no weights, so the pipeline continues
+to the stages that apply (the CNN-LSTM with a torchvision backbone). Downstream frame stages pass the
+flag on.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from lus.config.data import BaseSection
 from lus.config.frame_model import FrameModelSection
 from lus.data.frame_dataset import load_frame_table
 from lus.data.manifest import read_manifest
-from lus.io import read_json, write_json
+from lus.io import atomic_path, read_json, write_json, write_text
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
 from lus.train.frame import train_frame_fold
@@ -75,6 +81,18 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n if n > 0 else max(1, (os.cpu_count() or 1) // local))
 
 
+def write_not_applicable(out: Path, fold: int, sec: FrameModelSection, reason: str) -> None:
+    """Outputs that say "no severity to learn" instead of a model (DVC needs every declared output)."""
+    for name in ("model.pt", "checkpoint.pt"):
+        with atomic_path(out / name) as tmp:
+            torch.save({}, tmp)  # an empty state dict: loading it into a model fails loudly
+    write_text(out / "curve.csv", "epoch\n")
+    write_json(out / "meta.json", {"applicable": 0, "reason": reason, "arch": sec.arch, "fold": fold,
+                                   "input_size": sec.input_size, "crop_size": sec.crop_size,
+                                   "classes": CLASSES, "params": sec.to_dict()})
+    print(f"train_frame@{fold}: not applicable ({reason}); wrote applicable: 0")
+
+
 def main(args: argparse.Namespace) -> None:
     base = load_section(BaseSection, args.params)
     sec = load_section(FrameModelSection, args.params)
@@ -92,6 +110,11 @@ def main(args: argparse.Namespace) -> None:
     if len(tr) == 0:
         raise ValueError(f"fold {args.fold}: no extracted frames for the training patients (check {args.frames})")
     targets = table.targets
+    if (targets[tr] < 0).all():
+        if dist_env().is_main:
+            write_not_applicable(Path(args.out), args.fold, sec, "no frame labels or video severity scores in this "
+                                 "data source (e.g. pocus has diagnoses only)")
+        return
     load_s = time.perf_counter() - t0
     fingerprint = {"fold": args.fold, "videos": table.video_ids, "n_frames": len(table),
                    "data_sha1": data_digest(table.images, targets),
@@ -110,7 +133,7 @@ def main(args: argparse.Namespace) -> None:
     label_source = ("frame labels" if n_frame_labels == len(tr) else
                     "weak video labels" if n_frame_labels == 0 else "frame labels, weak video labels where missing")
     meta = {
-        "arch": sec.arch, "classes": CLASSES, "input_size": sec.input_size, "crop_size": sec.crop_size,
+        "applicable": 1, "arch": sec.arch, "classes": CLASSES, "input_size": sec.input_size, "crop_size": sec.crop_size,
         "fold": args.fold, "seed": seed, "params": sec.to_dict(),
         "selected_epoch": result.best_epoch, "selected_val_accuracy": result.best_score,
         "last_epoch": result.epochs_run,

@@ -59,6 +59,7 @@ def test_nest_gives_numeric_leaves():
 def test_evaluate_names_the_missing_input(tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "source.json").write_text(json.dumps({"source": "synthetic", "root": "x"}))
+    (tmp_path / "raw" / "manifest.csv").write_text("video_id\n")
     proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "--raw", str(tmp_path / "raw"),
                            "--predictions", str(tmp_path / "nope"), "--metrics", str(tmp_path / "m"),
                            "--plots", str(tmp_path / "p")], capture_output=True, text=True)

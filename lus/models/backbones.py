@@ -243,6 +243,9 @@ def frame_model_backbone(model_dir: str | Path, fold: int | None = None) -> Feat
         if not p.is_file():
             raise FileNotFoundError(f"frame model file not found: {p} (run: dvc repro train_frame)")
     meta = json.loads(meta_path.read_text())
+    if not meta.get("applicable", 1):
+        raise ValueError(f"{meta_path}: there is no trained frame model ({meta.get('reason', 'not applicable')}); "
+                         "use a torchvision backbone, e.g. -S cnn_lstm.backbone=mobilenet_v2 (presets/pocus.yaml)")
     if fold is not None and "fold" in meta and int(meta["fold"]) != int(fold):
         raise ValueError(f"{meta_path}: this frame model belongs to fold {meta['fold']}, not fold {fold}; a frame "
                          "model of another fold has seen this fold's test patients (leak). Pass models/frame/fold_"
