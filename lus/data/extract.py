@@ -289,6 +289,40 @@ class _Decoded:
     weight: np.ndarray | None = None  # hull weight applied to the frames (crop: auto), see hull_weight
 
 
+@dataclass(frozen=True)
+class SectorCrop:
+    """How every frame of one video is preprocessed, decided once from its first frames.
+
+    ``convert(frame) -> uint8 (cfg.height, cfg.width)`` takes a grey or BGR full-resolution frame;
+    ``sector`` is None with ``crop: none``; ``weight`` is the hull weight (``crop: auto``), see
+    :func:`hull_weight`.
+    """
+
+    box: CropBox
+    sector: Sector | None
+    weight: np.ndarray | None
+    convert: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def method(self) -> str:
+        return self.sector.method if self.sector is not None else "none"
+
+
+def settle_sector(head: Sequence[np.ndarray], frame_shape: tuple[int, int], cfg: ExtractSection) -> SectorCrop:
+    """The crop and frame converter of a video from its first ``cfg.crop_buffer`` frames (grey or BGR).
+
+    Shared by extraction and ``lus predict``, so a new video is cropped, blanked and resized exactly
+    like the training shards. With ``crop: none`` (or no head frames) the whole frame is kept.
+    """
+    if cfg.crop != "none" and len(head):
+        sector: Sector | None = find_sector(head)
+        box = sector.box
+        weight = hull_weight(sector, box, cfg.width, cfg.height) if cfg.crop == "auto" else None
+    else:
+        sector, box, weight = None, CropBox(0, 0, frame_shape[1], frame_shape[0]), None
+    return SectorCrop(box, sector, weight, frame_converter(box, frame_shape, cfg.width, cfg.height, weight))
+
+
 def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) -> _Decoded:
     """Single streaming pass: buffer the first ``crop_buffer`` frames (grey) to find the sector,
     then convert buffered and later selected frames; unselected frames are only grabbed."""
@@ -296,33 +330,24 @@ def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) ->
     index: list[int] = []
     head: list[tuple[int, np.ndarray]] = []  # (frame number, full-resolution grey), bounded
     n_buffer = cfg.crop_buffer if cfg.crop != "none" else 0
-    sector: Sector | None = None
-    convert = None
-    weight: np.ndarray | None = None
+    crop: SectorCrop | None = None
     with VideoReader(job.video, threads=threads, reuse_buffer=True) as reader:
         fps = reader.fps if math.isfinite(reader.fps) else float(job.fps_hint)
         keep = frame_selector(cfg, fps, str(job.video))
 
         def settle_crop(shape: tuple[int, int]) -> None:
-            nonlocal sector, convert, weight
-            if n_buffer:
-                sector = find_sector([grey for _, grey in head])
-                box = sector.box
-                if cfg.crop == "auto":
-                    weight = hull_weight(sector, box, cfg.width, cfg.height)
-            else:
-                box = CropBox(0, 0, shape[1], shape[0])
-            convert = frame_converter(box, shape, cfg.width, cfg.height, weight)
+            nonlocal crop
+            crop = settle_sector([grey for _, grey in head], shape, cfg)
             for i, grey in head:
                 if keep(i):
-                    frames.append(convert(grey))
+                    frames.append(crop.convert(grey))
                     index.append(i)
             head.clear()
 
         for i, frame in reader.frames(want=lambda i: i < n_buffer or keep(i)):
             if frame is None:
                 continue
-            if convert is None:
+            if crop is None:
                 if i < n_buffer:
                     head.append((i, _head_slot(len(head), n_buffer, frame)))
                     if len(head) < n_buffer:
@@ -330,14 +355,12 @@ def _decode_and_crop(job: VideoJob, cfg: ExtractSection, threads: int | None) ->
                 settle_crop(frame.shape[:2])
                 if i < n_buffer:
                     continue
-            frames.append(convert(frame))
+            frames.append(crop.convert(frame))
             index.append(i)
-        if convert is None:  # clip shorter than the crop buffer
+        if crop is None:  # clip shorter than the crop buffer
             settle_crop(reader.frame_shape)
-        shape = reader.frame_shape
-        box = sector.box if sector is not None else CropBox(0, 0, shape[1], shape[0])
-        return _Decoded(frames, index, box, sector, sector.method if sector else "none", reader.n_decoded,
-                        shape, fps, weight)
+        return _Decoded(frames, index, crop.box, crop.sector, crop.method, reader.n_decoded,
+                        reader.frame_shape, fps, crop.weight)
 
 
 def _annotation_arrays(ann: Annotations, job: VideoJob, dec: _Decoded, index: np.ndarray,
