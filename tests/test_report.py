@@ -79,3 +79,20 @@ def test_committed_metrics_are_numeric(group):
     assert list(data) == [group]
     for key, value in _leaves(data):
         assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{key} is not a number: {value!r}"
+
+
+def test_cnn_lstm_table_shows_per_class_values_from_nested_metrics():
+    from lus.report.tables import table_cnn_lstm
+
+    cnn = {"accuracy_mean": 0.8, "accuracy_std": 0.1,
+           "covid": {"precision_mean": 0.91, "precision_std": 0.02, "recall_mean": 0.66, "recall_std": 0.3}}
+    text = table_cnn_lstm(cnn, ["covid", "pneumonia", "healthy"])
+    covid_row = next(line for line in text.splitlines() if line.startswith("| covid"))
+    assert "0.910 ± 0.020" in covid_row and "0.660 ± 0.300" in covid_row
+
+
+def test_severity_tables_say_not_applicable_without_severity_labels():
+    from lus.report.tables import NO_SEVERITY, table1, table2
+
+    assert table1({"reg_stn": {"applicable": 0.0}}) == NO_SEVERITY
+    assert table2({"applicable": 0.0}) == NO_SEVERITY
