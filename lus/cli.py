@@ -8,6 +8,8 @@ Subcommands are registered by small ``_add_<name>`` functions that attach a pars
 * ``lus iclus-table --data data/iclus --out metrics/iclus`` runs the uninorm aggregator (paper
   settings, product/lukasiewicz/min) and the baselines on 5 patient-wise folds and writes a markdown
   table next to the paper's Table 2.
+* ``lus predict VIDEO... --model models/export --out predictions`` scores new videos with the exported
+  models (frame probabilities, video score, annotated videos); see :mod:`lus.predict.run`.
 """
 
 from __future__ import annotations
@@ -72,7 +74,45 @@ def _add_iclus_table(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_iclus_table)
 
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_iclus_convert, _add_iclus_table)
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from lus.predict.command import run_predict
+    from lus.predict.run import MIDDLE, PredictOptions
+
+    snapshot = args.snapshot_frame if args.snapshot_frame is not None else MIDDLE if args.snapshot else None
+    opts = PredictOptions(video=not args.no_video, segmentation=not args.no_segmentation,
+                          video_format=args.video_format, snapshot=snapshot, chunk_size=args.chunk_size,
+                          progress=not args.no_progress)
+    run_predict(args.videos, args.model, args.out, args.fold, args.device, args.threads, opts)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="score new videos with the exported models (lus predict VIDEO... --out DIR)",
+                       description="For each video (mp4, avi, mov, mpeg, gif, ...): the training preprocessing (sector "
+                                   "crop, grey, resize), per-frame severity probabilities (frames.csv), the uninorm "
+                                   "video score (video.json), an annotated copy with the frame score and the Reg-STN "
+                                   "crop boxes, and a segmentation overlay video when the export has segmentation "
+                                   "models. Outputs go to OUT/<video name>/. Research use only, not a medical device.")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    p.add_argument("--model", default="models/export", help="exported models (dvc repro export; default models/export)")
+    p.add_argument("--out", required=True, help="output folder (one subfolder per video)")
+    p.add_argument("--fold", type=int, default=None,
+                   help="use fold K's frame model and neutral elements only (default: mean softmax of all folds)")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N | auto")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = all cores)")
+    p.add_argument("--video-format", choices=["mp4", "avi"], default="mp4",
+                   help="annotated videos as mp4 (MPEG-4 part 2, mp4v) or avi (Motion-JPEG); OpenCV cannot write H.264")
+    p.add_argument("--no-video", action="store_true", help="skip the annotated video")
+    p.add_argument("--no-segmentation", action="store_true", help="skip the segmentation overlay video")
+    p.add_argument("--snapshot", action="store_true", help="also save the middle annotated frame as snapshot.png")
+    p.add_argument("--snapshot-frame", type=int, default=None, metavar="N",
+                   help="save frame N (source frame number) as snapshot.png instead of the middle one")
+    p.add_argument("--chunk-size", type=int, default=32, help="frames decoded and scored together (memory bound)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_iclus_convert, _add_iclus_table,
+                                                                      _add_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
