@@ -19,6 +19,8 @@ def run_predict(videos: Sequence[str], model: str, out: str, fold: int | None = 
     from lus.runtime import resolve_device
 
     output_folders(videos, out)  # every input checked before any model is loaded or anything is written
+    if opts.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {opts.chunk_size}")
     # One thread is as fast for these small models and does not fight other jobs for the cores.
     torch.set_num_threads(threads if threads > 0 else max(1, os.cpu_count() or 1))
     try:
