@@ -61,6 +61,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def write_torch(target: str | Path, obj: Any) -> None:
+    """``torch.save`` atomically, byte-identical for identical content.
+
+    Saving to a path names the archive's inner folder after the file, here a random temporary name,
+    so the same weights would give different bytes (and DVC hashes) on every run; a file handle
+    gives the fixed inner name ``archive``.
+    """
+    import torch
+
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def write_json(target: str | Path, obj: Any) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 

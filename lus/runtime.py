@@ -75,6 +75,8 @@ def provenance(seed: int, device: Any | None = None) -> dict[str, Any]:
         "opencv": cv2.__version__,
         "machine": platform.machine(),
         "cpu_threads": torch.get_num_threads(),
+        # processes of a torchrun/DDP run (1 = single process): results depend on it
+        "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
     }
     if device is not None:
         info["device"] = str(device)

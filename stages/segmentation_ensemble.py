@@ -24,6 +24,7 @@ from lus.config.segmentation import SegmentationSection
 from lus.io import read_json, write_json
 from lus.metrics.segmentation import ensemble_metrics
 from lus.report.seg_overlays import pick_frames, save_message, save_overlay_grid
+from lus.runtime import provenance
 from stages._cli import run, stage_parser
 
 SUMMARY_METRICS = ("dice_bin", "dice_cat", "dice_cat_orig", "pixel_acc", "iou_bin", "iou_cat", "dice_bin_frame_mean")
@@ -71,7 +72,8 @@ def main(args: argparse.Namespace) -> None:
                           f"ensemble ({'+'.join(cfg.archs)}) fold {k}: dice_bin {summary[f'ensemble.fold_{k}.dice_bin']:.3f}")
     write_json(out / "metrics.json", summary)
     write_json(out / "meta.json", {"archs": list(cfg.archs), "boost": list(cfg.boost), "folds": sorted(outputs),
-                                   "rule": "mean softmax x boost, argmax; plain argmax 4 stays 4"})
+                                   "rule": "mean softmax x boost, argmax; plain argmax 4 stays 4",
+                                   "seed": base.seed, "provenance": provenance(base.seed)})
     if summary["applicable"]:
         line = ", ".join(f"{a} {summary.get(f'{a}.dice_bin_mean', float('nan')):.3f}" for a in cfg.archs)
         print(f"segmentation dice_bin: {line}, ensemble {summary['ensemble.dice_bin_mean']:.3f}")

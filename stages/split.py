@@ -50,8 +50,9 @@ def main(args: argparse.Namespace) -> None:
         for k, counts in enumerate(doc["class_counts"]):
             absent = [c for c, n in per_class_patients.items() if n >= n_folds and c not in counts["test"]]
             if absent:
-                raise SplitError(f"fold {k} has no test videos of class(es) {', '.join(absent)} although each has "
-                                 f">= {n_folds} patients; the split is badly stratified")
+                raise SplitError(f"{cfg.override or 'generated split'}: fold {k} has no test videos of class(es) "
+                                 f"{', '.join(absent)} although each has >= {n_folds} patients; the split is badly "
+                                 f"stratified (by {doc['stratify_by']})")
             thin = [c for c, n in per_class_patients.items() if c not in counts["test"]]
             if thin:
                 print(f"warning: fold {k} has no test videos of class(es) {', '.join(thin)} "

@@ -34,7 +34,7 @@ from lus.config.data import BaseSection
 from lus.data.manifest import read_manifest
 from lus.io import read_json, write_csv, write_json
 from lus.metrics.video import fold_metrics
-from lus.models.uninorm import PROB_COLUMNS, VideoSet, run_fold
+from lus.models.uninorm import PROB_COLUMNS, VideoSet, check_probability_table, run_fold
 from lus.runtime import provenance, seed_everything
 from stages._cli import run, stage_parser
 
@@ -67,6 +67,7 @@ def _read_frames(path: Path) -> pd.DataFrame:
     frames["patient_id"] = frames["patient_id"].astype(str)
     if "fold" not in frames.columns:
         frames["fold"] = -1
+    check_probability_table(frames, str(path))
     return frames
 
 

@@ -24,3 +24,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """The project copied into a temporary git repo with `dvc repro` run once on presets/tiny.yaml.
+
+    Shared by every test of the session that needs a finished pipeline: treat it as read-only (copy it
+    with ``tests.helpers.copy_repo`` to change anything)."""
+    from tests.helpers import make_tiny_repo, run_cmd
+
+    repo = make_tiny_repo(tmp_path_factory.mktemp("proj"))
+    run_cmd(["dvc", "repro"], repo)
+    return repo

@@ -272,6 +272,36 @@ def video_loss(o: torch.Tensor, q: torch.Tensor, weights: torch.Tensor | None = 
     return per
 
 
+def check_probability_table(frames: pd.DataFrame, source: str, tol: float = 1e-3) -> None:
+    """Refuse a frame-probability table with missing/NaN/inf values, values outside [0, 1] or rows whose
+    ``p0..p3`` do not sum to 1 (within ``tol``); the message names ``source``, the first bad row
+    (0-based, as pandas/pyarrow count) with its video and frame, and what was expected."""
+    probs = frames[list(PROB_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan)
+    cols = "..".join((PROB_COLUMNS[0], PROB_COLUMNS[-1]))
+
+    def where(i: int) -> str:
+        rec = frames.iloc[i]
+        ident = ", ".join(f"{k} {rec[k]}" for k in ("video_id", "frame_index") if k in frames.columns)
+        return f"{source}: row {i}" + (f" ({ident})" if ident else "")
+
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{where(i)}: {cols} contain NaN or inf ({int(bad.sum())} such row(s)); "
+                         "expected finite probabilities")
+    bad = ((probs < -tol) | (probs > 1 + tol)).any(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{where(i)}: {cols} = {np.round(probs[i], 4).tolist()} leave [0, 1] "
+                         f"({int(bad.sum())} such row(s))")
+    sums = probs.sum(axis=1)
+    bad = np.abs(sums - 1.0) > tol
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{where(i)}: {cols} sum to {sums[i]:.4g}, expected 1 (+-{tol:g}; "
+                         f"{int(bad.sum())} such row(s)); the columns must be softmax probabilities")
+
+
 # --------------------------------------------------------------------------------------------------
 # data container
 

@@ -93,7 +93,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lus.io import atomic_path, write_csv
+from lus.io import write_csv, write_torch
 from lus.runtime import seed_everything, torch_generator, worker_init_fn
 from lus.train.distributed import (
     DistEnv, all_reduce_sum, barrier, device_for, dist_env, gather_objects, init_distributed,
@@ -287,8 +287,7 @@ def _better(score: float, best: float | None, mode: str) -> bool:
 
 
 def _save_torch(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    write_torch(path, obj)  # byte-identical files for identical weights (DVC hashes stay stable)
 
 
 def _write_curve(path: Path, history: list[dict[str, float]]) -> None:
