@@ -38,7 +38,7 @@ from lus.config.data import BaseSection
 from lus.config.frame_model import FrameModelSection
 from lus.data.frame_dataset import load_frame_table
 from lus.data.manifest import read_manifest
-from lus.io import atomic_path, read_json, write_json, write_text
+from lus.io import read_json, write_json, write_text, write_torch
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
 from lus.train.frame import train_frame_fold
@@ -84,8 +84,7 @@ def set_threads(n: int) -> None:
 def write_not_applicable(out: Path, fold: int, sec: FrameModelSection, reason: str) -> None:
     """Outputs that say "no severity to learn" instead of a model (DVC needs every declared output)."""
     for name in ("model.pt", "checkpoint.pt"):
-        with atomic_path(out / name) as tmp:
-            torch.save({}, tmp)  # an empty state dict: loading it into a model fails loudly
+        write_torch(out / name, {})  # an empty state dict: loading it into a model fails loudly
     write_text(out / "curve.csv", "epoch\n")
     write_json(out / "meta.json", {"applicable": 0, "reason": reason, "arch": sec.arch, "fold": fold,
                                    "input_size": sec.input_size, "crop_size": sec.crop_size,
