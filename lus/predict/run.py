@@ -4,7 +4,8 @@ For ``OUT/<video name>/`` (built under a temporary name and swapped in only when
 succeeded, so a failure never leaves half-written outputs):
 
 * ``frames.csv``: ``frame_index, time_s, score, p0..p3, theta1_0..5, theta2_0..5`` per decoded frame
-  (probabilities and crop maps as in ``data/predictions/frames.parquet``);
+  (probabilities and crop maps as in ``data/predictions/frames.parquet``; with the fold ensemble, their
+  means over the folds, which are also the boxes drawn);
 * ``video.json``: the uninorm video score, the aggregated value per class, the neutral elements used,
   frame-score counts, the crop and which models ran;
 * ``annotated.mp4`` (or ``.avi``): every frame with its predicted score and the crop-1/crop-2 boxes;
