@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from lus.export.bundle import (
     AGGREGATOR, CLASSES, FORMAT, MANIFEST, build_frame_net, build_segmentation_net, frame_file, load_state,
     segmentation_file,
 )
-from lus.io import atomic_dir, atomic_path, read_json, write_json
+from lus.io import atomic_dir, read_json, write_json, write_torch
 
 SPEC_KEYS = ("arch", "stn_mode", "crop2_translation", "input_size", "crop_size", "width")
 SEG_BUILD_KEYS = ("encoder", "encoder_depth", "decoder_channels", "aspp_rates", "aspp_dropout")
@@ -49,13 +48,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _save(state: dict[str, torch.Tensor], target: Path) -> None:
-    """``torch.save`` through a file handle: the archive's inner folder is then always ``archive`` (saving
-    to a path would name it after the random temporary file), so equal weights give equal bytes."""
-    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-        torch.save(state, fh)
 
 
 def _require(path: Path, stage: str) -> Path:
@@ -79,7 +71,7 @@ def export_frame_models(frame_dir: Path, folds: Sequence[int], out: Path) -> dic
     for k in folds:
         state = load_state(_require(frame_dir / f"fold_{k}" / "model.pt", f"train_frame@{k}"))
         build_frame_net(spec).load_state_dict(state)  # raises if the file does not fit the spec
-        _save(state, out / frame_file(k))
+        write_torch(out / frame_file(k), state)  # byte-identical for equal weights
     first = metas[folds[0]]
     return {
         "applicable": 1, "spec": spec, "folds": list(folds), "classes": CLASSES, "class_names": CLASS_NAMES,
@@ -133,7 +125,7 @@ def export_segmentation(seg_dir: Path, archs: Sequence[str], boost: Sequence[flo
         for k in folds[arch]:
             state = load_state(_require(seg_dir / arch / f"fold_{k}" / "model.pt", f"train_segmentation@{arch}"))
             build_segmentation_net(arch, build).load_state_dict(state)
-            _save(state, out / segmentation_file(arch, k))
+            write_torch(out / segmentation_file(arch, k), state)
     return {
         "applicable": 1, "archs": used, "folds": folds, "build": build, "boost": [float(b) for b in boost],
         "classes": ["background", "score 0 region", "score 1 region", "score 2 region", "score 3 region"],
