@@ -300,6 +300,7 @@ AGGREGATOR_CASES = {
     "param_value_not_allowed": (None, {"tnorm": "maximum"},
                                 ["'aggregator.tnorm': 'maximum' is not allowed; expected one of: product, "
                                  "lukasiewicz, min"]),
+    "param_out_of_range": (None, {"lr": -1}, ["'aggregator.lr': -1.0 is outside the allowed range [1e-08, 10.0]"]),
     "param_wrong_type": (None, {"epochs": "ten"}, ["'aggregator.epochs': expected an integer, got 'ten'"]),
 }
 
