@@ -36,3 +36,20 @@ def test_second_repro_is_a_noop(tiny_repo):
     assert "Running stage" not in out, out
     status = _run(["dvc", "status"], tiny_repo)
     assert "changed" not in status, status
+
+
+def test_tnorm_change_reruns_only_the_aggregator_and_what_follows(tiny_repo):
+    """`dvc exp run -S aggregator.tnorm=min` must not redo extraction, splits or the frame model."""
+    params = tiny_repo / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("tnorm: product", "tnorm: min", 1))
+        assert params.read_text() != original
+        out = _run(["dvc", "repro", "--dry"], tiny_repo)
+    finally:
+        params.write_text(original)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    folds = load_folds(tiny_repo / "data/splits/folds.json")
+    aggregators = {f"train_aggregator@{k}" for k in range(len(folds))}
+    assert aggregators <= ran, ran
+    assert ran - aggregators <= {"evaluate", "export"}, f"unexpected stages rerun: {sorted(ran - aggregators)}"
