@@ -8,6 +8,9 @@ Subcommands are registered by small ``_add_<name>`` functions that attach a pars
 * ``lus iclus-table --data data/iclus --out metrics/iclus`` runs the uninorm aggregator (paper
   settings, product/lukasiewicz/min) and the baselines on 5 patient-wise folds and writes a markdown
   table next to the paper's Table 2.
+* ``lus preset-args presets/pocus.yaml`` prints the ``-S key=value`` arguments that apply a preset as
+  an experiment: ``dvc exp run $(lus preset-args presets/pocus.yaml)``; ``--apply`` merges it into
+  ``params.yaml`` instead.
 * ``lus predict VIDEO... --model models/export --out predictions`` scores new videos with the exported
   models (frame probabilities, video score, annotated videos); see :mod:`lus.predict.run`.
 """
@@ -111,8 +114,28 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _cmd_preset_args(args: argparse.Namespace) -> None:
+    from lus.config.presets import apply_preset, preset_to_set_args
+
+    if args.apply:
+        apply_preset(args.params, args.preset)
+        print(f"merged {args.preset} into {args.params}")
+    else:
+        print(" ".join(preset_to_set_args(args.preset)))  # unquoted: meant for $(...) word splitting
+
+
+def _add_preset_args(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("preset-args", help="a preset as `dvc exp run -S` arguments (or --apply it to params.yaml)",
+                       description="Print the -S key=value arguments of a preset: "
+                                   "dvc exp run $(lus preset-args presets/pocus.yaml)")
+    p.add_argument("preset", help="a presets/*.yaml file")
+    p.add_argument("--apply", action="store_true", help="merge the preset into --params instead of printing")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=_cmd_preset_args)
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_iclus_convert, _add_iclus_table,
-                                                                      _add_predict)
+                                                                      _add_predict, _add_preset_args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,3 +77,27 @@ def test_load_section_errors(tmp_path):
     p.write_text("split:\n  folds: [0, 2]\n")
     with pytest.raises(ParamsError, match="consecutive ids"):
         load_section(SplitSection, p)
+
+
+@pytest.mark.parametrize("preset", sorted((PROJECT_ROOT / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_preset_args_survive_shell_word_splitting(preset):
+    """`dvc exp run $(lus preset-args P)`: every -S value is one word and parses back to the preset's value."""
+    import yaml
+
+    from lus.cli import main
+    from lus.config.presets import preset_to_set_args
+
+    args = preset_to_set_args(preset)
+    assert args[::2] == ["-S"] * (len(args) // 2)
+    flat = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            walk(v, f"{prefix}{k}.") if isinstance(v, dict) else flat.__setitem__(f"{prefix}{k}", v)
+
+    walk(yaml.safe_load(preset.read_text()), "")
+    for pair in args[1::2]:
+        assert not any(c.isspace() for c in pair), pair
+        key, value = pair.split("=", 1)
+        assert yaml.safe_load(value) == flat[key]
+    assert main(["preset-args", str(preset)]) == 0

@@ -44,6 +44,9 @@ def preset_to_set_args(preset_path: str | Path) -> list[str]:
     def walk(node: Any, prefix: str) -> list[str]:
         if isinstance(node, dict):
             return [arg for k, v in node.items() for arg in walk(v, f"{prefix}.{k}" if prefix else k)]
-        return [f"{prefix}={yaml.safe_dump(node, default_flow_style=True).strip().removesuffix('...').strip()}"]
+        value = yaml.safe_dump(node, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+        if isinstance(node, list):  # "[0,1,2]": no spaces, so `dvc exp run $(lus preset-args ...)` splits it right
+            value = value.replace(", ", ",")
+        return [f"{prefix}={value}"]
 
     return [a for pair in walk(read_params_file(preset_path), "") for a in ("-S", pair)]
