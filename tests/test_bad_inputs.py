@@ -182,8 +182,7 @@ EXTRACT_CASES = {
 
 def _extract(tmp_path, monkeypatch, capsys, edit, on_error="fail") -> tuple[int, str, Path]:
     root = tmp_path / "videos_root"
-    rows = good_rows(root)
-    rows = [validate_manifest(pd.DataFrame(rows), root, "manifest.csv").to_dict("records")[i] for i in range(2)]
+    rows = validate_manifest(pd.DataFrame(good_rows(root)), root, "manifest.csv").to_dict("records")
     edit(root, rows[0])
     raw = tmp_path / "data" / "raw"
     write_csv(raw / "manifest.csv", pd.DataFrame(rows))
