@@ -5,7 +5,7 @@ Usage (from the project root)::
     python benchmarks/bench_memory.py                                  # first covid-blues video
     python benchmarks/bench_memory.py --video path/to/clip.mp4 --repeat 10
 
-The long video is the clip played ``--repeat`` times, written with OpenCV (mp4v) to a temporary folder.
+The long video is the clip played ``--repeat`` times, written with OpenCV (MJPG) to a temporary folder.
 Each extraction runs in a fresh process that reports its own peak resident set size (ru_maxrss), so
 the two measurements do not share an allocator history. Extraction streams: a decoded frame is cropped
 and downscaled at once, so the peak should not grow with the video length beyond the small output
@@ -22,32 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
+from bench_predict import write_clip  # same folder: benchmarks/ is on sys.path when run as a script
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO_DIR = PROJECT.parent / "shared" / "data" / "covid-blues" / "lus_videos"
-
-
-def write_repeated(src: Path, dest: Path, repeat: int) -> int:
-    """Write ``src`` played ``repeat`` times to ``dest``; return the number of frames written."""
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    if not frames:
-        sys.exit(f"{src}: no frames decoded")
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for _ in range(repeat):
-        for frame in frames:
-            writer.write(frame)
-    writer.release()
-    return len(frames) * repeat
 
 
 def child(video: str, out_dir: str) -> None:
@@ -79,10 +57,10 @@ def main() -> None:
         return
     video = args.video or min(DEFAULT_VIDEO_DIR.glob("*.mp4"))
     with tempfile.TemporaryDirectory() as tmp:
-        long_video = Path(tmp) / "long.mp4"
-        write_repeated(video, long_video, 1)
+        long_video = Path(tmp) / "long.avi"
+        write_clip(video, long_video, 1, 1)
         short = measure(long_video, Path(tmp))  # re-encoded once too, so both use the same codec
-        write_repeated(video, long_video, args.repeat)
+        write_clip(video, long_video, args.repeat, 1)
         long = measure(long_video, Path(tmp))
     print(f"extraction peak RSS: {short['peak_mib']:.0f} MiB for {short['frames']} frames, "
           f"{long['peak_mib']:.0f} MiB for {long['frames']} frames ({args.repeat}x longer; "

@@ -11,6 +11,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from lus.report.tables import get
+
 DATA_SOURCES = {
     "synthetic": "the project's built-in procedural synthetic LUS video generator (`lus/synth`): convex and linear "
                  "probe videos with per-frame severity labels, pixel masks and simulated annotators. **No real "
@@ -109,18 +111,10 @@ def _num(value: Any, pct: bool = True) -> str:
     return f"{100 * value:.1f}" if pct else f"{value:.3g}"
 
 
-def _get(tree: dict[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
 
 def _mean_std(m: dict[str, Any], key: str, n_folds: int = 2) -> str:
     """``mean ± std`` in percent; the std is left out when it comes from a single fold."""
-    mean, std = _get(m, f"{key}_mean"), _get(m, f"{key}_std")
+    mean, std = get(m, f"{key}_mean"), get(m, f"{key}_std")
     if mean is None:
         return "–"
     return f"{_num(mean)} ± {_num(std)}" if std is not None and n_folds > 1 else _num(mean)
@@ -129,21 +123,21 @@ def _mean_std(m: dict[str, Any], key: str, n_folds: int = 2) -> str:
 def metric_rows(metrics: dict[str, Any], arch: str) -> list[str]:
     """Headline rows (percent) of the frame, video, segmentation and CNN-LSTM groups that apply."""
     rows = []
-    frame = _get(metrics, f"frame.{arch}") or {}
+    frame = get(metrics, f"frame.{arch}") or {}
     if frame.get("accuracy") is not None:
         rows.append(f"| frame severity ({arch}), pooled over folds | accuracy / macro F1 / weighted F1 (%) | "
                     f"{_num(frame.get('accuracy'))} / {_num(frame.get('f1_macro'))} / {_num(frame.get('f1_weighted'))} |")
     video = metrics.get("video", {})
-    if _get(video, "uninorm.f1_weighted_mean") is not None:
+    if get(video, "uninorm.f1_weighted_mean") is not None:
         rows.append(f"| video score, uninorm aggregator | weighted F1 (%), mean ± std over {int(video.get('n_folds', 0))} "
-                    f"folds; pooled | {_mean_std(video, 'uninorm.f1_weighted')}; {_num(_get(video, 'uninorm.f1_weighted_pooled'))} |")
+                    f"folds; pooled | {_mean_std(video, 'uninorm.f1_weighted')}; {_num(get(video, 'uninorm.f1_weighted_pooled'))} |")
         rows.append(f"| video score, uninorm aggregator | accuracy (%), mean ± std | {_mean_std(video, 'uninorm.accuracy')} |")
-        if _get(video, "argmax_mean.f1_weighted_mean") is not None:
+        if get(video, "argmax_mean.f1_weighted_mean") is not None:
             rows.append(f"| video score, baseline argmax of mean probabilities | weighted F1 (%), mean ± std | "
                         f"{_mean_std(video, 'argmax_mean.f1_weighted')} |")
     seg = metrics.get("segmentation", {})
-    if seg.get("applicable") and _get(seg, "ensemble.dice_bin_mean") is not None:
-        n = int(_get(seg, "ensemble.n_folds") or 1)
+    if seg.get("applicable") and get(seg, "ensemble.dice_bin_mean") is not None:
+        n = int(get(seg, "ensemble.n_folds") or 1)
         rows.append(f"| segmentation, boosted ensemble ({n} test fold{'s' if n > 1 else ''}) | binary Dice / "
                     f"categorical Dice / pixel accuracy (%) | {_mean_std(seg, 'ensemble.dice_bin', n)} / "
                     f"{_mean_std(seg, 'ensemble.dice_cat', n)} / {_mean_std(seg, 'ensemble.pixel_acc', n)} |")
