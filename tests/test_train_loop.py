@@ -67,9 +67,11 @@ def test_learns_and_writes_outputs(tmp_path):
     assert ckpt["epoch"] == 4 and ckpt["best_epoch"] == res.best_epoch
 
 
-def test_resume_after_interrupt_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"scheduler": "warmup_cosine", "warmup_epochs": 1.5, "ema_decay": 0.9}],
+                         ids=["multistep", "warmup_cosine_ema"])
+def test_resume_after_interrupt_is_bitwise_identical(tmp_path, extra):
     data = Blobs(200, 1)
-    cfg = TrainConfig(**{**CFG.to_dict(), "select_metric": "score"})
+    cfg = TrainConfig(**{**CFG.to_dict(), "select_metric": "score", **extra})
     ref_model = make_model()
     fit(ref_model, data, loss_fn, tmp_path / "ref", cfg, labels=data.y.numpy(), restore_best=False)
 
@@ -156,3 +158,31 @@ def test_map_style_dataset_path(tmp_path):
     cfg = TrainConfig(**{**CFG.to_dict(), "epochs": 1, "sampler": "shuffle"})
     res = fit(make_model(), items, loss_fn, tmp_path, cfg)
     assert res.epochs_run == 1 and res.best_score is None
+
+
+def test_warmup_cosine_factor_by_hand():
+    from lus.train.loop import warmup_cosine_factor
+
+    # 10 steps, 2 of warm-up from 0.1: 0.1, 0.55, then cosine from 1 down to 0 at step 10
+    assert warmup_cosine_factor(0, 10, 2) == pytest.approx(0.1)
+    assert warmup_cosine_factor(1, 10, 2) == pytest.approx(0.55)
+    assert warmup_cosine_factor(2, 10, 2) == pytest.approx(1.0)
+    assert warmup_cosine_factor(6, 10, 2) == pytest.approx(0.5)
+    assert warmup_cosine_factor(10, 10, 2, final_ratio=0.2) == pytest.approx(0.2)
+
+
+def test_weight_ema_averages_floats_and_copies_counters():
+    from lus.train.loop import WeightEMA
+
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
+    with torch.no_grad():
+        model[0].weight.fill_(0.0)
+    ema = WeightEMA(model, decay=0.5)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+    model[1].num_batches_tracked.fill_(7)
+    ema.update(model)  # step 0: decay min(0.5, 1/10) = 0.1 -> 0.1 * 0 + 0.9 * 1
+    assert ema.state["0.weight"].item() == pytest.approx(0.9)
+    assert ema.state["1.num_batches_tracked"].item() == 7
+    ema.update(model)  # step 1: decay min(0.5, 2/11) -> 0.9 * 2/11 + 1 * 9/11
+    assert ema.state["0.weight"].item() == pytest.approx(0.9 * 2 / 11 + 9 / 11)

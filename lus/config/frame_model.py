@@ -35,11 +35,17 @@ class FrameModelSection(Section):
     batch_size: int = bounded(64, 2, 4096)
     lr: float = bounded(5e-3, 0.0, 10.0, "Adam learning rate (paper 1e-4)")
     weight_decay: float = bounded(1e-4, 0.0, 1.0)
+    scheduler: str = choice("multistep", ("multistep", "warmup_cosine"),
+                            "multistep (paper: MultiStepLR per epoch) | warmup_cosine (per batch: linear warm-up, cosine decay)")
     milestones: list[int] = listof([12], doc="MultiStepLR milestones in epochs (paper [70])")
     gamma: float = bounded(0.1, 0.0, 1.0)
+    warmup_epochs: float = bounded(0.0, 0.0, None, "warmup_cosine: linear warm-up length in epochs")
+    final_lr_ratio: float = bounded(0.0, 0.0, 1.0, "warmup_cosine: final lr as a share of lr")
+    ema_decay: float = bounded(0.0, 0.0, 0.9999, "EMA of the weights used for validation and the saved model (0 = off)")
     sampler: str = choice("balanced", ("balanced", "shuffle"), "class-balanced sampling with replacement or shuffling")
     augment: bool = True
     rotation_deg: float = bounded(23.0, 0.0, 180.0, "augmentation rotation range (paper 23)")
+    crop_scale_min: float = bounded(0.9, 0.05, 1.0, "RandomResizedCrop smallest area share (paper 0.9)")
     device: str = "auto"
     num_threads: int = bounded(1, 0, 256, "torch CPU threads; 0 = all cores (1: small nets gain little from more, and never oversubscribe)")
     eval_batch_size: int = bounded(256, 1, 65536)

@@ -35,13 +35,14 @@ def loss_spec(sec: FrameModelSection) -> FrameLossSpec:
 
 def train_config(sec: FrameModelSection, seed: int, progress: bool = True) -> TrainConfig:
     return TrainConfig(epochs=sec.epochs, batch_size=sec.batch_size, optimizer="adam", lr=sec.lr,
-                       weight_decay=sec.weight_decay, scheduler="multistep", milestones=tuple(sec.milestones),
-                       gamma=sec.gamma, sampler=sec.sampler, drop_last=True, select_metric="accuracy",
+                       weight_decay=sec.weight_decay, scheduler=sec.scheduler, milestones=tuple(sec.milestones),
+                       gamma=sec.gamma, warmup_epochs=sec.warmup_epochs, final_lr_ratio=sec.final_lr_ratio,
+                       ema_decay=sec.ema_decay, sampler=sec.sampler, drop_last=True, select_metric="accuracy",
                        select_mode="max", seed=seed, device=sec.device, progress=progress)
 
 
 def augment_config(sec: FrameModelSection) -> FrameAugment | None:
-    return FrameAugment(rotation=sec.rotation_deg) if sec.augment else None
+    return FrameAugment(rotation=sec.rotation_deg, crop_scale=(sec.crop_scale_min, 1.0)) if sec.augment else None
 
 
 @torch.no_grad()
