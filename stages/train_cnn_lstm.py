@@ -12,7 +12,7 @@ videos, select the epoch (and stop early) on the ``val`` patients', predict the 
 Target: diagnosis (covid, pneumonia, healthy) when every video has one (``cnn_lstm.target: auto``),
 else the video score 0..3. Reads ``cnn_lstm`` and ``base.seed``.
 
-Writes to ``--out``: ``model.pt``, ``checkpoint.pt``, ``curve.csv``, ``meta.json`` (classes, backbone
+Writes to ``--out``: ``model.pt``, ``checkpoint.pt`` (only with ``cnn_lstm.checkpoint_every`` > 0), ``curve.csv``, ``meta.json`` (classes, backbone
 key, params, provenance), ``predictions.csv`` (``video_id, patient_id, actual, predicted, p_<class>``:
 the confusion rows) and ``metrics.json`` (flat: accuracy, per class precision/recall/f1/specificity).
 Mean ± std over folds: ``lus.metrics.classification.summarise_cnn_lstm`` (evaluate stage).
@@ -151,7 +151,8 @@ def main(args: argparse.Namespace) -> None:
                        weight_decay=cfg.weight_decay, sampler="balanced" if cfg.balanced_sampling else "shuffle",
                        select_metric=cfg.selection_metric if evaluate_fn else "score",
                        select_mode="min" if cfg.selection_metric == "loss" else "max", patience=cfg.patience,
-                       seed=seed, device=cfg.device, progress=not args.no_progress)
+                       seed=seed, device=cfg.device, progress=not args.no_progress,
+                       checkpoint_every=cfg.checkpoint_every)
     fingerprint = {"fold": k, "backbone": backbone.key, "videos": videos["video_id"].tolist(), "target": column,
                    "params": cfg.to_dict()}
 
@@ -161,6 +162,8 @@ def main(args: argparse.Namespace) -> None:
         return loss, {}
 
     t1 = time.perf_counter()
+    if cfg.checkpoint_every == 0 and dist_env().is_main:
+        (out / tcfg.checkpoint_name).unlink(missing_ok=True)  # a stale one from a run that wrote checkpoints
     result = fit(model, SequenceDataset(feats[tr], y[tr]), loss_fn, out, tcfg, labels=y[tr].numpy(),
                  evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=not args.no_resume)
     train_s = time.perf_counter() - t1

@@ -228,9 +228,19 @@ def test_stage_beats_chance_reuses_cache_and_uses_its_own_fold(tmp_path):
     assert m["accuracy"] > 0.6           # chance is 1/3 (8 test videos)
     preds = pd.read_csv(tmp_path / "out" / "fold_1" / "predictions.csv")
     assert set(preds["patient_id"]) == {"P04", "P05", "P06", "P07"}   # fold 1's test patients only
+    # default checkpoint_every 0: no checkpoint (the head trains in seconds); a stale one is removed
+    assert not (tmp_path / "out" / "fold_1" / "checkpoint.pt").exists()
+    (tmp_path / "out2" / "fold_1").mkdir(parents=True)
+    (tmp_path / "out2" / "fold_1" / "checkpoint.pt").write_bytes(b"stale")
     # second run: every feature comes from the cache
     meta2 = run_fold(tmp_path, paths, 1, fm[1], tmp_path / "out2" / "fold_1", params)
     assert meta2["cache"] == {"hits": 24, "misses": 0}
+    assert not (tmp_path / "out2" / "fold_1" / "checkpoint.pt").exists()
+    # checkpoint_every > 0 writes the usual resumable checkpoint
+    run_fold(tmp_path, paths, 1, fm[1], tmp_path / "out4" / "fold_1",
+             write_params(tmp_path / "params_ckpt.yaml", checkpoint_every=10))
+    ckpt = torch.load(tmp_path / "out4" / "fold_1" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 40 and "optimizer" in ckpt
     # another fold's frame model has seen fold 1's test patients: refused
     with pytest.raises(ValueError, match="leak"):
         run_fold(tmp_path, paths, 1, fm[0], tmp_path / "out3" / "fold_1", params)

@@ -96,6 +96,50 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, extra):
     assert res2.resumed_from == 4 and len(res2.history) == 4
 
 
+def test_checkpoint_every_n_resumes_exactly_from_the_last_written_epoch(tmp_path):
+    data = Blobs(200, 1)
+    cfg = TrainConfig(**{**CFG.to_dict(), "select_metric": "score", "epochs": 5})
+    ref_model = make_model()
+    fit(ref_model, data, loss_fn, tmp_path / "ref", cfg, labels=data.y.numpy(), restore_best=False)
+
+    class Interrupt(Exception):
+        pass
+
+    written = []
+
+    def stop_at_3(epoch, _row):
+        written.append(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"]
+                       if (tmp_path / "run" / "checkpoint.pt").is_file() else 0)
+        if epoch == 3:
+            raise Interrupt
+
+    every2 = TrainConfig(**{**cfg.to_dict(), "checkpoint_every": 2})
+    with pytest.raises(Interrupt):
+        fit(make_model(), data, loss_fn, tmp_path / "run", every2, labels=data.y.numpy(), on_epoch_end=stop_at_3)
+    assert written == [0, 2, 2]  # epochs 2 (and later 4) and the last one are written, not 1 or 3
+    assert len(pd.read_csv(tmp_path / "run" / "curve.csv")) == 3  # the curve still grows every epoch
+    model2 = make_model()
+    res = fit(model2, data, loss_fn, tmp_path / "run", every2, labels=data.y.numpy(), restore_best=False)
+    assert res.resumed_from == 2 and res.epochs_run == 5 and len(res.history) == 5
+    for k, v in ref_model.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k]), k
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 5  # final one written
+    # checkpoint_every is not part of the checkpoint's identity: the plain config resumes it too
+    assert fit(make_model(), data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy()).resumed_from == 5
+
+
+def test_checkpoint_every_zero_writes_no_checkpoint(tmp_path):
+    data, val = Blobs(120, 0), Blobs(40, 0)
+    cfg = TrainConfig(**{**CFG.to_dict(), "checkpoint_every": 0})
+    model = make_model()
+    res = fit(model, data, loss_fn, tmp_path, cfg, labels=data.y.numpy(), evaluate_fn=lambda m: {"acc": accuracy(m, val)})
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert (tmp_path / "model.pt").is_file() and len(pd.read_csv(tmp_path / "curve.csv")) == 4
+    assert res.resumed_from == 0 and res.epochs_run == 4
+    with pytest.raises(ValueError):
+        TrainConfig(checkpoint_every=-1)
+
+
 def test_changed_fingerprint_restarts(tmp_path):
     data = Blobs(64, 2)
     cfg = TrainConfig(**{**CFG.to_dict(), "epochs": 1})

@@ -39,6 +39,9 @@ class CnnLstmSection(Section):
     feature_batch: int = bounded(64, 1, 4096, "frames per backbone forward pass during feature extraction")
     device: str = "auto"
     num_threads: int = bounded(1, 0, 256, "torch CPU threads; 0 = all cores (the small head is fastest on 1)")
+    # The head trains in seconds; a checkpoint (weights, best weights, Adam moments) is ~4x model.pt per
+    # write, so by default none is written and an interrupted fold simply reruns.
+    checkpoint_every: int = bounded(0, 0, 10_000, "write checkpoint.pt every n epochs and at the end (0 = never)")
 
     def validate(self) -> None:
         if any(w < 1 for w in self.fc):

@@ -59,9 +59,11 @@ Epoch selection
     many epochs without improvement.
 
 Outputs in ``out_dir`` (rank 0 only, all atomic)
-    ``checkpoint.pt`` after every epoch: model, optimiser, scheduler, EMA weights, completed epochs, best weights
-    and score, history, python/numpy/torch(/cuda) RNG states of every rank, config and fingerprint.
-    Loadable with ``torch.load(..., weights_only=True)``. ``curve.csv``: one row per epoch
+    ``checkpoint.pt`` after every ``checkpoint_every``-th epoch and after the last one (default: every epoch):
+    model, optimiser, scheduler, EMA weights, completed epochs, best weights and score, history,
+    python/numpy/torch(/cuda) RNG states of every rank, config and fingerprint. Loadable with
+    ``torch.load(..., weights_only=True)``. ``checkpoint_every=0`` writes no checkpoint at all (runs of a
+    few seconds, where ~4 copies of the weights per epoch cost more than a rerun; nothing to resume from). ``curve.csv``: one row per epoch
     (``epoch, lr, train_loss, train_<log>, val_<metric>, time_s``). At the end ``model.pt`` (state dict
     of the selected epoch; ``best_name``) and optionally ``last_name`` (last epoch weights).
 
@@ -149,6 +151,7 @@ class TrainConfig:
     num_workers: int = 0
     progress: bool = True
     checkpoint_name: str = "checkpoint.pt"
+    checkpoint_every: int = 1         # write checkpoint.pt every n epochs and at the end; 0 -> never
     curve_name: str = "curve.csv"
     best_name: str = "model.pt"
     last_name: str = ""               # "" -> last weights only inside the checkpoint
@@ -164,6 +167,8 @@ class TrainConfig:
             raise ValueError("select_mode must be 'max' or 'min'")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must be >= 0 (0 = no checkpoint)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must lie in [0, 1)")
         if self.warmup_epochs < 0 or not 0.0 < self.warmup_start <= 1.0 or self.final_lr_ratio < 0:
@@ -434,7 +439,7 @@ def fit(model: nn.Module, dataset: Any, loss_fn: LossFn, out_dir: str | Path, co
     scheduler = build_scheduler(optimizer, config, max(1, batches_per_epoch))
     ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
     identity = json.dumps({"config": {k: v for k, v in config.to_dict().items()
-                                      if k not in ("progress", "device", "num_workers")},
+                                      if k not in ("progress", "device", "num_workers", "checkpoint_every")},
                            "fingerprint": fingerprint or {}}, sort_keys=True, default=str)
 
     start_epoch, history, best_state, best_score, best_epoch, stopped = 0, [], None, None, 0, False
@@ -535,8 +540,10 @@ def fit(model: nn.Module, dataset: Any, loss_fn: LossFn, out_dir: str | Path, co
         if config.patience > 0 and metrics is not None and epoch - best_epoch >= config.patience:
             stopped = True
 
-        rng_all = gather_objects(_rng_state())
-        if env.is_main:
+        every = config.checkpoint_every
+        write_ckpt = every > 0 and (epoch % every == 0 or stopped or epoch >= config.epochs)
+        rng_all = gather_objects(_rng_state()) if write_ckpt else None
+        if env.is_main and write_ckpt:
             _save_torch({
                 "format": CHECKPOINT_FORMAT, "identity": identity, "epoch": epoch, "stopped": stopped,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -544,6 +551,7 @@ def fit(model: nn.Module, dataset: Any, loss_fn: LossFn, out_dir: str | Path, co
                 "best_epoch": best_epoch, "history": history, "rng": rng_all,
                 **({"ema": ema.state_dict()} if ema is not None else {}),
             }, ckpt_path)
+        if env.is_main:
             _write_curve(out_dir / config.curve_name, history)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch",))
             print(f"epoch {epoch}/{config.epochs}: {shown}", file=sys.stderr, flush=True)
