@@ -1,7 +1,10 @@
 """Training throughput of the frame model: the stage's data path vs a bare forward+backward loop.
 
     .venv/bin/python benchmarks/bench_frame_training.py [--frames data/frames --manifest data/raw/manifest.csv]
-        [--arch reg_stn] [--n 2048] [--epochs 2] [--threads 0] [--out bench.json]
+        [--params params.yaml] [--arch reg_stn] [--n 2048] [--epochs 2] [--threads 0] [--out bench.json]
+
+``--params`` takes the ``frame_model`` section of that file (sizes, width, schedule, EMA, augmentation),
+otherwise the section's built-in defaults; ``--arch`` / ``--epochs`` override it either way.
 
 1. ``stage``: :func:`lus.train.frame.train_frame_fold` exactly as train_frame runs it (class-balanced
    sampler, per-batch augmentation on uint8 frames held in memory, loss parts, checkpoint + curve written
@@ -40,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", default="")
     ap.add_argument("--manifest", default="")
+    ap.add_argument("--params", default="", help="params.yaml whose frame_model section is used")
     ap.add_argument("--arch", default="reg_stn")
     ap.add_argument("--n", type=int, default=2048, help="training frames used")
     ap.add_argument("--epochs", type=int, default=2)
@@ -47,7 +51,12 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
-    sec = FrameModelSection.from_dict({"arch": args.arch, "epochs": args.epochs, "milestones": []})
+    base = {}
+    if args.params:
+        import yaml
+
+        base = dict(yaml.safe_load(Path(args.params).read_text()).get("frame_model") or {})
+    sec = FrameModelSection.from_dict({**base, "arch": args.arch, "epochs": args.epochs, "milestones": []})
     with tempfile.TemporaryDirectory() as tmp:
         if args.frames:
             frames_dir, manifest = Path(args.frames), pd.read_csv(args.manifest, dtype={"video_id": str,
@@ -92,6 +101,7 @@ def main() -> None:
         aug_fps = len(images) / (time.perf_counter() - t0)
 
     result = {"arch": args.arch, "input_size": sec.input_size, "crop_size": sec.crop_size, "width": sec.width,
+              "loc_input_size": sec.loc_input_size, "ema_decay": sec.ema_decay,
               "batch_size": sec.batch_size, "threads": torch.get_num_threads(), "frames": int(len(images)),
               "epochs": args.epochs, "load_seconds": round(load_s, 2), "stage_seconds": round(stage_s, 2),
               "stage_frames_per_s": round(n_trained / stage_s, 1), "bare_frames_per_s": round(bare_fps, 1),

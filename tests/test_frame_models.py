@@ -243,3 +243,47 @@ def test_augment_identity_and_mask_alignment():
     assert a2.shape == image.shape and set(m2.unique().tolist()) <= set(range(5))
     jit, _ = frame_train_augment(img, FrameAugment())
     assert jit.min() >= 0 and jit.max() <= 1
+
+
+def test_localisation_on_downsampled_frame():
+    torch.manual_seed(0)
+    spec = FrameModelSpec(arch="reg_stn", input_size=64, crop_size=32, width=0.125, loc_input_size=32)
+    model = build_frame_model(spec).eval()
+    assert model.loc.size == 32 and model.loc.fc[1].in_features == model.loc.body.out_channels * 1 * 1
+    x = torch.rand(3, 1, 64, 64)
+    out = model(x)
+    assert out["logits"].shape == (3, 4) and out["theta1"].shape == (3, 2, 3)
+    # the localisation net sees the area-downsampled frame
+    rgb = x.expand(-1, 3, -1, -1)
+    small = torch.nn.functional.avg_pool2d(rgb, 2)
+    assert torch.allclose(model.loc(rgb), model.loc.fc(model.loc.body(small)), atol=1e-6)
+    # 0 or input_size = the paper's localisation on the full frame
+    assert build_frame_model(FrameModelSpec(arch="reg_stn", width=0.125, loc_input_size=64)).loc.size == 0
+    assert FrameModelSection.from_dict({"loc_input_size": 32}).loc_input_size == 32
+    with pytest.raises(ParamsError, match="loc_input_size"):
+        FrameModelSection.from_dict({"input_size": 64, "loc_input_size": 96})
+    with pytest.raises(ParamsError, match="loc_input_size"):
+        FrameModelSection.from_dict({"loc_input_size": 16})
+
+
+def test_schedule_ema_and_augment_params_reach_the_loop():
+    from lus.train.frame import augment_config, model_spec, train_config
+
+    sec = FrameModelSection.from_dict({"scheduler": "warmup_cosine", "warmup_epochs": 1.5, "final_lr_ratio": 0.05,
+                                       "ema_decay": 0.98, "crop_scale_min": 0.7, "loc_input_size": 32})
+    cfg = train_config(sec, 0, progress=False)
+    assert (cfg.scheduler, cfg.warmup_epochs, cfg.final_lr_ratio, cfg.ema_decay) == ("warmup_cosine", 1.5, 0.05, 0.98)
+    assert augment_config(sec).crop_scale == (0.7, 1.0)
+    assert model_spec(sec).loc_input_size == 32
+    assert train_config(FrameModelSection.from_dict({}), 0).scheduler == "multistep"   # default unchanged
+
+
+def test_macro_f1_matches_sklearn():
+    from sklearn.metrics import f1_score
+
+    from lus.train.frame import macro_f1
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        y, p = rng.integers(0, 4, 50), rng.integers(0, 3, 50)   # class 3 never predicted
+        assert macro_f1(y, p) == pytest.approx(f1_score(y, p, labels=[0, 1, 2, 3], average="macro", zero_division=0))

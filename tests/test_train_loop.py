@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -230,3 +232,60 @@ def test_weight_ema_averages_floats_and_copies_counters():
     assert ema.state["1.num_batches_tracked"].item() == 7
     ema.update(model)  # step 1: decay min(0.5, 2/11) -> 0.9 * 2/11 + 1 * 9/11
     assert ema.state["0.weight"].item() == pytest.approx(0.9 * 2 / 11 + 9 / 11)
+
+
+def test_warmup_cosine_lr_per_step_in_fit(tmp_path):
+    data = Blobs(64, 4)   # 64 items / batch 16 = 4 steps per epoch
+    cfg = TrainConfig(**{**CFG.to_dict(), "scheduler": "warmup_cosine", "warmup_epochs": 1.0, "epochs": 3})
+    model = make_model()
+    fit(model, data, loss_fn, tmp_path, cfg, labels=data.y.numpy())
+    lrs = list(pd.read_csv(tmp_path / "curve.csv")["lr"])   # lr at the start of each epoch
+    assert lrs[0] == pytest.approx(1e-3)                     # warmup_start 0.1 x lr 1e-2
+    assert lrs[1] == pytest.approx(1e-2)                     # warm-up done after 4 steps
+    assert lrs[2] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
+
+
+def test_ema_weights_are_evaluated_saved_and_resumed(tmp_path):
+    data, val = Blobs(200, 1), Blobs(80, 1)
+    cfg = TrainConfig(**{**CFG.to_dict(), "ema_decay": 0.9, "scheduler": "warmup_cosine", "warmup_epochs": 0.5})
+    seen = []
+
+    def evaluate_fn(m):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"acc": accuracy(m, val)}
+
+    ref = make_model()
+    res = fit(ref, data, loss_fn, tmp_path / "ref", cfg, labels=data.y.numpy(), evaluate_fn=evaluate_fn)
+    ckpt = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
+    ema_state = ckpt["ema"]["state"]
+    # validation saw the EMA weights (not the raw ones), model.pt and the returned model are the best EMA weights
+    assert all(torch.equal(seen[-1][k], ema_state[k]) for k in ema_state)
+    assert any(not torch.equal(ckpt["model"][k], ema_state[k]) for k in ema_state)
+    best = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)
+    assert all(torch.equal(best[k], seen[res.best_epoch - 1][k]) for k in best)
+    assert all(torch.equal(best[k], v) for k, v in ref.state_dict().items())
+    assert accuracy(ref.eval(), val) > 0.8
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_2(epoch, _row):
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(make_model(), data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(),
+            evaluate_fn=lambda m: {"acc": accuracy(m, val)}, on_epoch_end=stop_at_2)
+    model2 = make_model()
+    res2 = fit(model2, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(),
+               evaluate_fn=lambda m: {"acc": accuracy(m, val)})
+    assert res2.resumed_from == 2
+    for k, v in ref.state_dict().items():   # resumed EMA run ends bit-identical
+        assert torch.equal(v, model2.state_dict()[k]), k
+
+
+def test_bad_schedule_settings_rejected():
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="scheduler"):
+        TrainConfig(scheduler="onecycle")

@@ -29,6 +29,7 @@ class FrameModelSection(Section):
     lambda_stn: float = bounded(1.0, 0.0, None, "weight of the scale prior (reg_stn learned)")
     input_size: int = bounded(64, 32, 1024, "frame side in pixels (paper 224)")
     crop_size: int = bounded(32, 32, 1024, "STN crop side in pixels (paper 112)")
+    loc_input_size: int = bounded(0, 0, 1024, "localisation-net input side; 0 = input_size (paper); smaller is cheaper")
     width: float = bounded(0.25, 0.05, 4.0, "channel multiplier of the CNN bodies (paper 1.0)")
     pretrained: bool = False
     epochs: int = bounded(14, 1, 10000)
@@ -54,5 +55,8 @@ class FrameModelSection(Section):
     def validate(self) -> None:
         if self.crop_size > self.input_size:
             raise ParamsError(f"params key 'frame_model.crop_size': {self.crop_size} exceeds input_size {self.input_size}")
+        if self.loc_input_size and not 32 <= self.loc_input_size <= self.input_size:
+            raise ParamsError(f"params key 'frame_model.loc_input_size': {self.loc_input_size} must be 0 or in "
+                              f"32..input_size ({self.input_size})")
         if any(m < 0 for m in self.milestones):
             raise ParamsError("params key 'frame_model.milestones': epochs must be >= 0")

@@ -58,6 +58,7 @@ class FrameModelSpec:
     width: float = 0.25
     n_classes: int = N_CLASSES
     loc_hidden: int = 32
+    loc_input_size: int = 0      # localisation net input side (0 = input_size, as in the paper); smaller = cheaper
     pretrained: bool = False
     channels_last: bool = True   # conv weights in NHWC: ~1.5x faster training on CPU (oneDNN), same maths
 
@@ -171,16 +172,24 @@ class ResNet18Classifier(nn.Module):
 
 
 class Localisation(nn.Module):
-    """Body on the full frame -> flatten -> Linear(C * s * s -> hidden) -> ReLU = h."""
+    """Body on the full frame -> flatten -> Linear(C * s * s -> hidden) -> ReLU = h.
+
+    With ``loc_input_size`` smaller than ``input_size`` the frame is first area-downsampled to that side
+    (the crops are still sampled from the full-resolution frame): the localisation body is the most
+    expensive part of Reg-STN on CPU and only has to find where to look.
+    """
 
     def __init__(self, spec: FrameModelSpec) -> None:
         super().__init__()
+        self.size = spec.loc_input_size if 0 < spec.loc_input_size < spec.input_size else 0
         self.body = ConvBody(3, spec.width)
-        side = body_out_size(spec.input_size)
+        side = body_out_size(self.size or spec.input_size)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(self.body.out_channels * side * side, spec.loc_hidden),
                                 nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="area")
         return self.fc(self.body(x))
 
 

@@ -25,7 +25,7 @@ from lus.train.loop import FitResult, TrainConfig, fit, unwrap
 def model_spec(sec: FrameModelSection) -> FrameModelSpec:
     return FrameModelSpec(arch=sec.arch, stn_mode=sec.stn_mode, crop2_translation=sec.crop2_translation,
                           input_size=sec.input_size, crop_size=sec.crop_size, width=sec.width,
-                          pretrained=sec.pretrained)
+                          loc_input_size=sec.loc_input_size, pretrained=sec.pretrained)
 
 
 def loss_spec(sec: FrameModelSection) -> FrameLossSpec:
@@ -66,11 +66,20 @@ def predict(model: nn.Module, images_u8: torch.Tensor, batch_size: int = 256,
     return {"probs": torch.cat(probs).numpy(), "theta1": torch.cat(t1).numpy(), "theta2": torch.cat(t2).numpy()}
 
 
+def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int = 4) -> float:
+    """Macro-F1 over classes 0..n-1 (sklearn ``average="macro", zero_division=0``; no sklearn import per fold)."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    f1 = []
+    for c in range(n_classes):
+        tp = float(((pred == c) & (y == c)).sum())
+        denom = float((pred == c).sum() + (y == c).sum())
+        f1.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(f1))
+
+
 def make_evaluate_fn(images_u8: torch.Tensor, targets: np.ndarray, batch_size: int,
                      on_call: Callable[[], None] | None = None) -> Callable[[nn.Module], dict[str, float]]:
     """Validation accuracy and macro-F1 of crop 1 on the given (validation) frames."""
-    from sklearn.metrics import f1_score
-
     keep = np.asarray(targets) >= 0
     images_u8, y = images_u8[torch.from_numpy(keep)], np.asarray(targets)[keep]
 
@@ -80,8 +89,7 @@ def make_evaluate_fn(images_u8: torch.Tensor, targets: np.ndarray, batch_size: i
         device = next(model.parameters()).device
         pred = predict(model, images_u8, batch_size, device)["probs"].argmax(1)
         return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"),
-                "f1_macro": float(f1_score(y, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0))
-                if len(y) else float("nan")}
+                "f1_macro": macro_f1(y, pred) if len(y) else float("nan")}
 
     return evaluate
 
