@@ -19,6 +19,7 @@ a temporary name and swapped in (``lus.io.atomic_dir``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,8 +31,10 @@ from lus.export.bundle import (
     segmentation_file,
 )
 from lus.io import atomic_dir, read_json, write_json, write_torch
+from lus.models.backbones import frame_spec_from_meta
 
-SPEC_KEYS = ("arch", "stn_mode", "crop2_translation", "input_size", "crop_size", "width")
+# FrameModelSpec fields that are runtime choices, not part of what the weights fit
+RUNTIME_SPEC_FIELDS = ("pretrained", "channels_last")
 SEG_BUILD_KEYS = ("encoder", "encoder_depth", "decoder_channels", "aspp_rates", "aspp_dropout")
 CLASS_NAMES = {
     "0": "continuous pleural line with horizontal A-lines",
@@ -56,13 +59,19 @@ def _require(path: Path, stage: str) -> Path:
     return path
 
 
+def _construction_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    """Every setting that shapes the network's weights, derived from meta.json exactly as train_frame does."""
+    spec = dataclasses.asdict(frame_spec_from_meta(meta))
+    return {key: value for key, value in spec.items() if key not in RUNTIME_SPEC_FIELDS}
+
+
 def export_frame_models(frame_dir: Path, folds: Sequence[int], out: Path) -> dict[str, Any]:
     """Copy (validated) the frame model of every fold; one spec shared by all folds."""
     metas = {k: read_json(_require(frame_dir / f"fold_{k}" / "meta.json", f"train_frame@{k}")) for k in folds}
     if not any(m.get("applicable", 1) for m in metas.values()):
         first = metas[folds[0]]
         return {"applicable": 0, "reason": first.get("reason", "frame models not applicable")}
-    specs = {k: {key: m["params"][key] for key in SPEC_KEYS} for k, m in metas.items()}
+    specs = {k: _construction_spec(m) for k, m in metas.items()}
     spec = specs[folds[0]]
     for k, s in specs.items():
         if s != spec:

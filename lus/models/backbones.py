@@ -204,7 +204,7 @@ def _frame_model_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def _frame_spec_from_meta(meta: dict[str, Any]) -> Any:
+def frame_spec_from_meta(meta: dict[str, Any]) -> Any:
     """Rebuild the registry's ``FrameModelSpec`` from a frame model's ``meta.json``.
 
     train_frame stores its validated ``frame_model`` params under ``params``; the spec is derived from
@@ -250,7 +250,7 @@ def frame_model_backbone(model_dir: str | Path, fold: int | None = None) -> Feat
         raise ValueError(f"{meta_path}: this frame model belongs to fold {meta['fold']}, not fold {fold}; a frame "
                          "model of another fold has seen this fold's test patients (leak). Pass models/frame/fold_"
                          f"{fold}")
-    spec = _frame_spec_from_meta(meta)
+    spec = frame_spec_from_meta(meta)
     net = build_frame_model(spec)
     net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     net.eval()
