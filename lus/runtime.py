@@ -53,13 +53,25 @@ def resolve_device(name: str = "auto") -> "Any":
     return torch.device(name)
 
 
+def _installed_version(*dists: str) -> str:
+    """Version of the first installed distribution among ``dists``, read from its metadata.
+
+    Why not ``module.__version__``: importing scikit-learn or torchvision only to read a version costs
+    1-2 s per stage, which is most of a small stage's run time (e.g. ``train_aggregator``).
+    """
+    from importlib import metadata
+
+    for name in dists:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
 def provenance(seed: int, device: Any | None = None) -> dict[str, Any]:
     """Seed, library versions and hardware, stored with every model and metrics file."""
-    import cv2
-    import pandas
-    import sklearn
     import torch
-    import torchvision
 
     import lus
 
@@ -68,11 +80,12 @@ def provenance(seed: int, device: Any | None = None) -> dict[str, Any]:
         "lus": lus.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _installed_version("torchvision"),
         "numpy": np.__version__,
-        "pandas": pandas.__version__,
-        "scikit_learn": sklearn.__version__,
-        "opencv": cv2.__version__,
+        "pandas": _installed_version("pandas"),
+        "scikit_learn": _installed_version("scikit-learn"),
+        "opencv": _installed_version("opencv-python-headless", "opencv-python", "opencv-contrib-python",
+                                     "opencv-contrib-python-headless"),
         "machine": platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         # processes of a torchrun/DDP run (1 = single process): results depend on it

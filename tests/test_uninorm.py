@@ -388,3 +388,26 @@ def _assert_numbers_only(obj) -> None:
             _assert_numbers_only(v)
     else:
         assert isinstance(obj, (int, float)) and not isinstance(obj, bool), obj
+
+
+def test_single_tensor_adam_is_bit_identical_to_torch_adam_with_multisteplr() -> None:
+    """The aggregator's own Adam (no TorchDynamo import) must reproduce torch.optim.Adam + MultiStepLR exactly."""
+    from lus.models.uninorm import SingleTensorAdam
+
+    target = torch.tensor([0.7, 0.1, 0.4, 0.9], dtype=torch.float64)
+    start = torch.tensor([0.0, 0.5, 0.2, 1.0], dtype=torch.float64)
+    ref = torch.nn.Parameter(start.clone())
+    opt = torch.optim.Adam([ref], lr=0.05)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[5, 12, 12], gamma=0.5)
+    ours = start.clone().requires_grad_(True)
+    mine = SingleTensorAdam(ours, 0.05, [5, 12, 12], 0.5)
+    for _ in range(30):
+        for p in (ref, ours):
+            p.grad = None
+            (((p - target) ** 3).abs().sum() + p.prod()).backward()
+        opt.step()
+        sched.step()
+        mine.step()
+        assert torch.equal(ref.detach(), ours.detach())
+        assert mine.lr == opt.param_groups[0]["lr"]
+    assert mine.lr == 0.05 * 0.5 ** 3

@@ -25,6 +25,22 @@ def test_video_metrics_match_sklearn() -> None:
         assert m["covid_accuracy"] == pytest.approx(accuracy_score(y > 0, p > 0))
 
 
+def test_weighted_prf_equals_sklearn_exactly_with_absent_classes() -> None:
+    """The numpy version replaces sklearn in the stages (import time): same value to the last bit, also when a
+    class is never predicted, only predicted, or absent from both arrays."""
+    from lus.metrics.classification import weighted_prf
+
+    rng = np.random.default_rng(1)
+    cases = [([0, 0, 1, 3], [0, 3, 3, 3]), ([2, 2, 2], [0, 1, 2]), ([1], [1])]
+    cases += [(rng.integers(0, 3, n), rng.integers(0, 4, n)) for n in (5, 12, 40) for _ in range(10)]
+    for y, p in cases:
+        ours = weighted_prf(y, p)
+        theirs = tuple(s(y, p, average="weighted", zero_division=0) for s in (precision_score, recall_score, f1_score))
+        assert ours == theirs, (y, p)
+    with pytest.raises(ValueError, match="class indices"):
+        weighted_prf([0, -1], [0, 0])
+
+
 def test_video_metrics_hand_values() -> None:
     # y = [0, 0, 1, 3], p = [0, 1, 1, 2]: class 0 P=1 R=.5 F=2/3; class 1 P=.5 R=1 F=2/3; class 3 P=R=F=0
     m = video_metrics([0, 0, 1, 3], [0, 1, 1, 2])

@@ -24,13 +24,37 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else 0.0
 
 
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) counts, rows = true class, columns = predicted class; labels are indices 0..k-1."""
+    if len(y_true) == 0:
+        return np.zeros((k, k), np.int64)
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+
+
+def weighted_prf(y_true: Sequence[int], y_pred: Sequence[int]) -> tuple[float, float, float]:
+    """Support-weighted precision, recall and F1 (sklearn ``average="weighted", zero_division=0``).
+
+    Over the classes present in either array; a class that is never predicted has precision 0, a class
+    without true items has weight 0. numpy only, so a small stage does not pay scikit-learn's import."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    if len(y_true) == 0 or len(y_true) != len(y_pred) or min(y_true.min(), y_pred.min()) < 0:
+        raise ValueError("weighted_prf needs equally long, non-empty arrays of class indices >= 0")
+    cm = confusion_matrix(y_true, y_pred, int(max(y_true.max(), y_pred.max())) + 1)
+    tp, n_pred, n_true = np.diag(cm).astype(float), cm.sum(0).astype(float), cm.sum(1).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(n_pred > 0, tp / n_pred, 0.0)
+        recall = np.where(n_true > 0, tp / n_true, 0.0)
+        f1 = np.where(n_pred + n_true > 0, 2 * tp / (n_pred + n_true), 0.0)
+    return tuple(float(np.average(m, weights=n_true)) for m in (precision, recall, f1))  # sklearn's order of ops
+
+
 def classification_scores(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict[str, float]:
     """Flat per-fold metrics; labels are indices into ``classes``."""
     y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred differ in length: {len(y_true)} vs {len(y_pred)}")
     k = len(classes)
-    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k) if len(y_true) else np.zeros((k, k), int)
+    cm = confusion_matrix(y_true, y_pred, k)
     n = cm.sum()
     out: dict[str, float] = {"accuracy": _ratio(np.trace(cm), n), "n": float(n)}
     f1s, supports = [], []
