@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lus.config.base import load_section  # noqa: E402
 from lus.config.frame_model import FrameModelSection  # noqa: E402
 from lus.data.augment import FrameAugment, frame_train_augment  # noqa: E402
 from lus.data.frame_dataset import load_frame_table, to_input, write_toy_shards  # noqa: E402
@@ -51,11 +52,7 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
-    base = {}
-    if args.params:
-        import yaml
-
-        base = dict(yaml.safe_load(Path(args.params).read_text()).get("frame_model") or {})
+    base = load_section(FrameModelSection, args.params).to_dict() if args.params else {}
     sec = FrameModelSection.from_dict({**base, "arch": args.arch, "epochs": args.epochs, "milestones": []})
     with tempfile.TemporaryDirectory() as tmp:
         if args.frames:

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from lus.config.base import load_section
 from lus.config.extract import ExtractSection
 from lus.config.frame_model import FrameModelSection
 from lus.config.segmentation import SegmentationSection
@@ -40,7 +41,7 @@ def fake_run(root: Path, frame_applicable: bool = True, with_segmentation: bool 
 
     The frame models use the project's own params.yaml settings, so a new construction setting there
     (e.g. ``loc_input_size``) must survive the export."""
-    sec = FrameModelSection.from_dict(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["frame_model"])
+    sec = load_section(FrameModelSection, PROJECT_ROOT / "params.yaml")
     for k in FOLDS:
         folder = root / f"models/frame/fold_{k}"
         folder.mkdir(parents=True)
@@ -106,8 +107,8 @@ def test_package_layout_and_manifest(exported):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == FORMAT and manifest["seed"] == 0
     assert manifest["frame_model"]["folds"] == FOLDS and manifest["frame_model"]["spec"]["arch"] == "reg_stn"
-    project = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["frame_model"]
-    assert manifest["frame_model"]["spec"]["loc_input_size"] == project["loc_input_size"]
+    project = load_section(FrameModelSection, PROJECT_ROOT / "params.yaml")
+    assert manifest["frame_model"]["spec"]["loc_input_size"] == project.loc_input_size
     assert manifest["extract"] == ExtractSection().to_dict()
     assert manifest["data"]["source"] == "synthetic" and manifest["data"]["n_videos"] == 6
     assert manifest["metrics"]["frame"]["reg_stn"]["accuracy"] == 0.8123

@@ -281,7 +281,7 @@ def test_schedule_ema_and_augment_params_reach_the_loop():
 def test_macro_f1_matches_sklearn():
     from sklearn.metrics import f1_score
 
-    from lus.train.frame import macro_f1
+    from lus.metrics.classification import macro_f1
 
     rng = np.random.default_rng(0)
     for _ in range(5):

@@ -31,21 +31,34 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarr
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
-def weighted_prf(y_true: Sequence[int], y_pred: Sequence[int]) -> tuple[float, float, float]:
-    """Support-weighted precision, recall and F1 (sklearn ``average="weighted", zero_division=0``).
-
-    Over the classes present in either array; a class that is never predicted has precision 0, a class
-    without true items has weight 0. numpy only, so a small stage does not pay scikit-learn's import."""
+def per_class_prf(y_true: Sequence[int], y_pred: Sequence[int], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per class 0..k-1: precision, recall, F1 and true count (support); undefined ratios are 0 (sklearn's
+    ``zero_division=0``). numpy only, so a small stage or a validation pass does not pay scikit-learn's import."""
     y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
-    if len(y_true) == 0 or len(y_true) != len(y_pred) or min(y_true.min(), y_pred.min()) < 0:
-        raise ValueError("weighted_prf needs equally long, non-empty arrays of class indices >= 0")
-    cm = confusion_matrix(y_true, y_pred, int(max(y_true.max(), y_pred.max())) + 1)
+    cm = confusion_matrix(y_true, y_pred, k)
     tp, n_pred, n_true = np.diag(cm).astype(float), cm.sum(0).astype(float), cm.sum(1).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(n_pred > 0, tp / n_pred, 0.0)
         recall = np.where(n_true > 0, tp / n_true, 0.0)
         f1 = np.where(n_pred + n_true > 0, 2 * tp / (n_pred + n_true), 0.0)
-    return tuple(float(np.average(m, weights=n_true)) for m in (precision, recall, f1))  # sklearn's order of ops
+    return precision, recall, f1, n_true
+
+
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], k: int = 4) -> float:
+    """Mean F1 over the classes 0..k-1 (sklearn ``labels=range(k), average="macro", zero_division=0``)."""
+    return float(np.mean(per_class_prf(y_true, y_pred, k)[2]))
+
+
+def weighted_prf(y_true: Sequence[int], y_pred: Sequence[int]) -> tuple[float, float, float]:
+    """Support-weighted precision, recall and F1 (sklearn ``average="weighted", zero_division=0``).
+
+    Over the classes present in either array; a class that is never predicted has precision 0, a class
+    without true items has weight 0."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    if len(y_true) == 0 or len(y_true) != len(y_pred) or min(y_true.min(), y_pred.min()) < 0:
+        raise ValueError("weighted_prf needs equally long, non-empty arrays of class indices >= 0")
+    *ratios, n_true = per_class_prf(y_true, y_pred, int(max(y_true.max(), y_pred.max())) + 1)
+    return tuple(float(np.average(m, weights=n_true)) for m in ratios)  # sklearn's order of operations
 
 
 def classification_scores(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict[str, float]:

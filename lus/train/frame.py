@@ -18,6 +18,7 @@ from torch import nn
 from lus.config.frame_model import FrameModelSection
 from lus.data.augment import FrameAugment
 from lus.data.frame_dataset import FrameDataset, to_input
+from lus.metrics.classification import macro_f1
 from lus.models.frame_models import FrameLossSpec, FrameModelSpec, build_frame_model, frame_loss
 from lus.train.loop import FitResult, TrainConfig, fit, unwrap
 
@@ -64,17 +65,6 @@ def predict(model: nn.Module, images_u8: torch.Tensor, batch_size: int = 256,
         return {"probs": np.zeros((0, 4), np.float32), "theta1": np.zeros((0, 6), np.float32),
                 "theta2": np.zeros((0, 6), np.float32)}
     return {"probs": torch.cat(probs).numpy(), "theta1": torch.cat(t1).numpy(), "theta2": torch.cat(t2).numpy()}
-
-
-def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int = 4) -> float:
-    """Macro-F1 over classes 0..n-1 (sklearn ``average="macro", zero_division=0``; no sklearn import per fold)."""
-    y, pred = np.asarray(y), np.asarray(pred)
-    f1 = []
-    for c in range(n_classes):
-        tp = float(((pred == c) & (y == c)).sum())
-        denom = float((pred == c).sum() + (y == c).sum())
-        f1.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(f1))
 
 
 def make_evaluate_fn(images_u8: torch.Tensor, targets: np.ndarray, batch_size: int,
