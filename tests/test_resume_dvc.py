@@ -4,7 +4,6 @@ same model, bit for bit, as an uninterrupted run on CPU."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -23,18 +22,23 @@ pytestmark = pytest.mark.slow
 EPOCHS = 8   # tiny epochs take ~0.5 s: enough left after the first checkpoint for the kill to land mid-run
 
 
-def _training_process(dvc: subprocess.Popen) -> psutil.Process | None:
+def _training_processes(dvc: subprocess.Popen) -> list[psutil.Process]:
+    """The stage's processes under `dvc repro`: DVC runs the command through $SHELL, and a shell that
+    does not exec its last command (dash, the /bin/sh of Debian when SHELL is unset) stays between DVC
+    and Python with the same command line. Killing only that shell would orphan the trainer, which then
+    finishes on its own; so every matching process is returned, the Python trainer included."""
     try:
         children = psutil.Process(dvc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        return None
+        return []
+    found = []
     for child in children:
         try:
             if "stages.train_frame" in " ".join(child.cmdline()):
-                return child
+                found.append(child)
         except psutil.NoSuchProcess:
             continue
-    return None
+    return found
 
 
 def _kill_after_first_epoch(repo: Path, log: Path, timeout: float = 300) -> None:
@@ -51,9 +55,13 @@ def _kill_after_first_epoch(repo: Path, log: Path, timeout: float = 300) -> None
                 assert dvc.poll() is None, f"dvc repro ended before the first epoch:\n{log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "no epoch finished in time"
                 time.sleep(0.02)
-            proc = _training_process(dvc)
-            assert proc is not None, "training process not found"
-            os.kill(proc.pid, signal.SIGKILL)
+            procs = _training_processes(dvc)
+            assert any("python" in Path(p.cmdline()[0]).name for p in procs), \
+                f"training process not found among {[p.cmdline() for p in procs]}"
+            for proc in reversed(procs):   # deepest first: the trainer before its shell
+                proc.send_signal(signal.SIGKILL)
+            _, alive = psutil.wait_procs(procs, timeout=30)
+            assert not alive, f"still running after SIGKILL: {alive}"
             assert dvc.wait(timeout=120) != 0, "dvc repro should fail when its stage is killed"
         finally:
             if dvc.poll() is None:
