@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> None:
         write_json(tmp / "report.json", result.report)
     rep = result.report
     print(f"extract_frames: {rep['extracted']}/{rep['videos']} videos, {rep['frames_kept']} frames kept of "
-          f"{rep['frames_decoded']} decoded in {rep['seconds']:.1f} s ({rep['skipped_count']} skipped; "
+          f"{rep['frames_decoded']} decoded in {result.seconds:.1f} s ({rep['skipped_count']} skipped; "
           f"crop: {rep['crop_methods']}) -> {args.out}")
 
 

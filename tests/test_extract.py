@@ -322,6 +322,12 @@ def test_stage_writes_shards_index_and_report(dataset, tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["extracted"] == 3 and report["params"]["width"] == 40
     assert [p.name for p in tmp_path.joinpath("data").iterdir() if p.name.startswith(".")] == []
+    # the folder is a DVC output: a second extraction of the same videos must give the same bytes in
+    # every file (its hash decides whether the training stages rerun), so no timing may be stored in it
+    first = {f.name: f.read_bytes() for f in out.iterdir()}
+    again = _stage(tmp_path, dataset, "base:\n  seed: 0\nextract:\n  height: 24\n  width: 40\n  workers: 1\n")
+    assert again.returncode == 0, again.stderr
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == first
 
 
 def test_stage_failure_leaves_no_partial_output(dataset, tmp_path: Path) -> None:

@@ -62,10 +62,14 @@ class VideoJob:
 
 @dataclass
 class ExtractResult:
-    """``index``: one row per extracted video (``INDEX_COLUMNS``); ``report``: JSON-ready summary."""
+    """``index``: one row per extracted video (``INDEX_COLUMNS``); ``report``: JSON-ready summary;
+    ``seconds``: wall time. The time is kept out of ``report`` because the report is written into the
+    DVC-tracked frames folder, whose hash must depend only on the frames (a timing there gave every
+    extraction a new hash and made the downstream stages rerun for identical frames)."""
 
     index: pd.DataFrame
     report: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------- frame selection
@@ -544,7 +548,5 @@ def extract_all(jobs: list[VideoJob], cfg: ExtractSection, out_dir: Path, progre
         "crop_fallbacks": [{"video_id": r["video_id"], "method": r["crop_method"]} for r in ordered
                            if r["crop_method"] not in ("motion", "none")],
         "params": cfg.to_dict(),
-        "seconds": round(seconds, 2),
-        "decoded_frames_per_second": round(decoded / seconds, 1) if seconds > 0 else None,
     }
-    return ExtractResult(index=index, report=report)
+    return ExtractResult(index=index, report=report, seconds=seconds)
