@@ -1,7 +1,9 @@
 """DVC stage ``split``: patient-wise, stratified k-fold split -> data/splits/folds.json.
 
 A user folds file (``split.override``) takes precedence over the generated split; either way the
-stage refuses to write a split that leaks a patient or misses a video.
+stage refuses to write a split that leaks a patient or misses a video. The user file must lie under
+``--user-dir`` (data/splits/user/, a dependency of this stage in dvc.yaml): DVC then reruns the split
+when the file's content changes, not only when the ``split.override`` path does.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def main(args: argparse.Namespace) -> None:
     n_folds = len(cfg.folds)
     if cfg.override:
         source = cfg.override
+        user_dir = Path(args.user_dir).resolve()
+        if not Path(cfg.override).resolve().is_relative_to(user_dir):
+            raise SplitError(f"params key 'split.override': {cfg.override} is outside {args.user_dir}/; put your folds "
+                             f"file there (the folder is a dependency of the split stage, so DVC reruns the split "
+                             f"when the file changes)")
         folds = check_folds(read_json(cfg.override), videos, source=source, n_folds=n_folds)
         label_name, _ = stratification_labels(videos, cfg.stratify_by)
         doc = {"seed": seed, "group_key": "patient_id", "stratify_by": label_name, "source": source, "folds": folds}
@@ -67,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", default="data/raw/manifest.csv")
     parser.add_argument("--index", default="data/frames/index.csv")
     parser.add_argument("--out", default="data/splits/folds.json")
+    parser.add_argument("--user-dir", default="data/splits/user",
+                        help="folder that must hold a split.override file (a DVC dependency of this stage)")
     return parser
 
 

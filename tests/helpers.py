@@ -41,8 +41,9 @@ def copy_project(dest: Path) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT_ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     skip = ("data/", "models/", "metrics/", "plots/", "dvc.lock")
+    keep = ("data/splits/user/",)  # a dependency of the split stage (user folds files), not an output
     for rel in files:
-        if rel.startswith(skip) or not (PROJECT_ROOT / rel).is_file():
+        if (rel.startswith(skip) and not rel.startswith(keep)) or not (PROJECT_ROOT / rel).is_file():
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT_ROOT / rel, dest / rel)
