@@ -129,8 +129,8 @@ def main() -> None:
         return [min(times[k][r] for k in raw_keys) / times["extract"][r] for r in range(args.rounds)]
 
     def show(label: str, values: list[float]) -> None:
-        print(f"  {label:<58} median {100 * statistics.median(values):4.0f}%   rounds: "
-              + ", ".join(f"{100 * v:.0f}%" for v in values))
+        print(f"  {label:<58} median {100 * statistics.median(values):5.1f}%   rounds: "
+              + ", ".join(f"{100 * v:.1f}%" for v in values))
 
     print(f"extraction rate / raw {args.workers}-process decode rate (same round):")
     show("wall, vs the faster raw decode of the round", ratios(wall, ("raw_default", "raw_1")))

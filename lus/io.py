@@ -18,12 +18,21 @@ from typing import Any, Iterator
 import numpy as np
 
 
+class WriteError(RuntimeError):
+    """An output could not be written (disk full, permissions, a folder in the way); names the file.
+
+    Distinct from OSError so that code skipping unreadable *inputs* (``extract.on_error: skip``)
+    never swallows it; stages report it as one ``error:`` line.
+    """
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(target: str | Path, suffix: str | None = None, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` if the block succeeds.
 
     ``suffix`` defaults to the target's suffix, since some writers (np.savez, cv2.imwrite,
-    pandas.to_parquet) choose the format by extension.
+    pandas.to_parquet) choose the format by extension. ``durable=False`` skips the fsync before the
+    rename (still atomic for readers); the caller then fsyncs later with :func:`fsync_file`.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -33,12 +42,18 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            fsync_file(tmp_path)
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file's data to disk."""
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def write_text(target: str | Path, text: str) -> None:
@@ -100,9 +115,10 @@ def write_parquet(target: str | Path, frame: "Any") -> None:
         frame.to_parquet(tmp, index=False)
 
 
-def write_npz(target: str | Path, **arrays: np.ndarray) -> None:
-    """Uncompressed ``.npz`` (loading speed matters more than disk for frame shards)."""
-    with atomic_path(target, suffix=".npz") as tmp:
+def write_npz(target: str | Path, durable: bool = True, **arrays: np.ndarray) -> None:
+    """Uncompressed ``.npz`` (loading speed matters more than disk for frame shards); ``durable``
+    as in :func:`atomic_path`."""
+    with atomic_path(target, suffix=".npz", durable=durable) as tmp:
         np.savez(tmp, **arrays)
 
 

@@ -8,8 +8,9 @@ from typing import Callable
 
 from lus.config.base import ParamsError
 from lus.data.manifest import ManifestError
+from lus.io import WriteError
 
-USER_ERRORS = (ParamsError, ManifestError, FileNotFoundError, ValueError)
+USER_ERRORS = (ParamsError, ManifestError, FileNotFoundError, ValueError, WriteError)
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:

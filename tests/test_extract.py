@@ -19,7 +19,7 @@ from lus.data.extract import (VideoJob, extract_all, extract_video, frame_select
 from lus.data.manifest import validate_manifest
 from lus.data.shards import INDEX_COLUMNS, read_shard
 from lus.data.video import VideoError, count_frames
-from lus.io import write_csv, write_json
+from lus.io import WriteError, write_csv, write_json
 
 PROJECT = Path(__file__).resolve().parents[1]
 REAL = (PROJECT / ".." / "shared" / "data").resolve()
@@ -268,6 +268,16 @@ def test_skip_mode_records_every_bad_file(dataset, tmp_path: Path) -> None:
     assert "unsupported video container" in skipped["notes"]["reason"]
     assert "not found" in skipped["gone"]["reason"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npz", "b.npz", "c.npz"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failed_shard_write_is_raised_even_in_skip_mode(dataset, tmp_path: Path, workers: int) -> None:
+    """Disk full or permissions are not the video's fault: skipping the video would hide the problem."""
+    out = tmp_path / "out"
+    (out / "b.npz").mkdir(parents=True)  # the shard's rename onto a directory fails (root ignores chmod)
+    jobs = _jobs_with_broken(dataset)[:3]
+    with pytest.raises(WriteError, match=r"b\.npz: could not write the frame shard"):
+        extract_all(jobs, cfg(on_error="skip", workers=workers), out, progress=False)
 
 
 def test_skip_mode_with_nothing_left_is_an_error(dataset, tmp_path: Path) -> None:

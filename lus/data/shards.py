@@ -62,10 +62,11 @@ def check_shard(arrays: dict[str, np.ndarray], where: str) -> None:
             raise ValueError(f"{where}: 'masks' must be uint8 {frames.shape}, got {masks.dtype} {masks.shape}")
 
 
-def write_shard(path: str | Path, **arrays: np.ndarray) -> None:
-    """Check ``arrays`` against the contract and write them atomically as an uncompressed ``.npz``."""
+def write_shard(path: str | Path, durable: bool = True, **arrays: np.ndarray) -> None:
+    """Check ``arrays`` against the contract and write them atomically as an uncompressed ``.npz``
+    (``durable=False``: without the fsync, see :func:`lus.io.atomic_path`)."""
     check_shard(arrays, str(path))
-    write_npz(path, **arrays)
+    write_npz(path, durable=durable, **arrays)
 
 
 def read_shard(path: str | Path) -> dict[str, np.ndarray]:
