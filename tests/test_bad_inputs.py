@@ -199,6 +199,7 @@ def test_extract_refuses_bad_video_or_labels(case, tmp_path, monkeypatch, capsys
     edit, expected = EXTRACT_CASES[case]
     code, err, out = _extract(tmp_path, monkeypatch, capsys, edit)
     assert_failed(code, err, *expected)
+    assert "manifest.csv, row " in err and "(video_id " in err, err   # the manifest row, not only the file
     assert not out.exists() and no_leftovers(out.parent) == []
 
 

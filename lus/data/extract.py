@@ -256,13 +256,31 @@ def extract_video(job: VideoJob, cfg: ExtractSection, out_dir: Path, threads: in
     naming the file, and nothing is written for such a video; :class:`lus.io.WriteError` if the shard
     cannot be written. ``durable=False`` leaves the fsync to the caller (:func:`lus.io.fsync_file`).
     """
-    arrays, row = extract_arrays(job, cfg, threads)
+    try:
+        arrays, row = extract_arrays(job, cfg, threads)
+    except VIDEO_ERRORS as exc:
+        located = _with_manifest_row(exc, job.where)
+        if located is exc:
+            raise
+        raise located from exc
     target = Path(out_dir) / row["shard"]
     try:
         write_shard(target, durable=durable, **arrays)
     except Exception as exc:  # disk full, permissions: not the video's fault, so never skipped as a bad video
         raise WriteError(f"{target}: could not write the frame shard ({exc})") from exc
     return row
+
+
+def _with_manifest_row(exc: BaseException, where: str) -> BaseException:
+    """``exc`` with the manifest row in front of its message (which already names the file), so a
+    user with many videos finds the entry; ``exc`` itself if there is no row or the type cannot be
+    rebuilt from one message (e.g. UnicodeDecodeError)."""
+    if not where or str(exc).startswith(where):
+        return exc
+    try:
+        return type(exc)(f"{where}: {exc}")
+    except Exception:
+        return exc
 
 
 # The crop buffer of this process, reused from video to video (one extraction at a time per process).
