@@ -7,10 +7,11 @@ Usage (from the project root, after `dvc repro` has written the frame prediction
 
 For every outer fold of data/splits/folds.json, the candidate settings (init_neutral x off_diagonal x
 epochs, on top of params.yaml's aggregator section) are scored by patient-grouped inner cross-validation
-on that fold's training videos only (pooled weighted F1 of the inner held-out videos); the best one is
-refit on all training videos and evaluated once on the fold's test videos. The test videos never take
-part in the choice. Printed next to the paper's settings and the training-free baselines, as weighted
-F1 mean and population std over the outer folds (the numbers of metrics/video.json).
+on that fold's training videos only (the project's split, stratified by video score; pooled weighted F1
+of the inner held-out videos); the best one is refit on all training videos and evaluated once on the
+fold's test videos. The test videos never take part in the choice. Printed next to the paper's
+settings and the training-free baselines, as weighted F1 mean and population std over the outer folds
+(the numbers of metrics/video.json).
 
 An analysis tool, not a pipeline stage: it reports whether the extra choice pays off on the data at hand.
 """
@@ -24,11 +25,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lus.config.aggregator import OFF_DIAGONAL_RULES, AggregatorSection  # noqa: E402
 from lus.config.base import load_section  # noqa: E402
+from lus.data.folds import make_folds  # noqa: E402
 from lus.io import read_json  # noqa: E402
 from lus.metrics.classification import weighted_prf  # noqa: E402
 from lus.models.uninorm import VideoSet, fit_aggregator, predict  # noqa: E402
@@ -42,11 +45,12 @@ def f1(labels: np.ndarray, pred: np.ndarray) -> float:
 
 
 def inner_groups(videos: VideoSet, k: int, seed: int) -> np.ndarray:
-    """Inner fold of every video: patients shuffled with ``seed`` and dealt round-robin into ``k`` groups."""
-    patients = np.array(sorted(set(videos.patient_ids)))
-    np.random.default_rng(seed).shuffle(patients)
-    group = {p: i % k for i, p in enumerate(patients)}
-    return np.array([group[p] for p in videos.patient_ids])
+    """Inner test fold of every video: the project's patient-wise split (stratified by video score)."""
+    table = pd.DataFrame({"video_id": videos.video_ids, "patient_id": videos.patient_ids,
+                          "video_score": videos.labels.astype(str)})
+    folds = make_folds(table, k, val_fraction=0.2, seed=seed, stratify_by="video_score")["folds"]
+    fold_of = {p: g for g, fold in enumerate(folds) for p in fold["test"]}
+    return np.array([fold_of[p] for p in videos.patient_ids])
 
 
 def inner_score(videos: VideoSet, cfg: AggregatorSection, groups: np.ndarray, seed: int) -> float:

@@ -239,31 +239,32 @@ SPLIT_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
-def test_split_refuses_bad_user_folds(case, tmp_path, monkeypatch, capsys):
-    folds, expected = SPLIT_CASES[case]
+def _split_with_user_folds(tmp_path, monkeypatch, capsys, folds, user_dir: Path) -> tuple[int, str, Path, Path]:
+    """Run the split stage with ``folds`` as the user's folds file; (exit code, stderr, user file, output)."""
     manifest, index = _split_inputs(tmp_path)
     user = tmp_path / "my_folds.json"
     user.write_text(json.dumps({"folds": folds}))
     params = params_file(tmp_path, split={"folds": [0, 1], "override": str(user)})
     out = tmp_path / "splits" / "folds.json"
     code, err = run_stage("split", ["--params", str(params), "--manifest", str(manifest), "--index", str(index),
-                                    "--out", str(out), "--user-dir", str(tmp_path)], monkeypatch, capsys)
+                                    "--out", str(out), "--user-dir", str(user_dir)], monkeypatch, capsys)
+    return code, err, user, out
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+def test_split_refuses_bad_user_folds(case, tmp_path, monkeypatch, capsys):
+    folds, expected = SPLIT_CASES[case]
+    code, err, user, out = _split_with_user_folds(tmp_path, monkeypatch, capsys, folds, tmp_path)
     assert_failed(code, err, str(user), expected)
     assert not out.exists() and not out.parent.exists()
 
 
 def test_split_refuses_user_folds_outside_the_tracked_folder(tmp_path, monkeypatch, capsys):
     """A folds file DVC does not track would let an edited split go unnoticed (no rerun)."""
-    manifest, index = _split_inputs(tmp_path)
-    user = tmp_path / "my_folds.json"
-    user.write_text(json.dumps({"folds": SPLIT_CASES["user_split_leaks_patient"][0]}))
-    params = params_file(tmp_path, split={"folds": [0, 1], "override": str(user)})
-    out = tmp_path / "splits" / "folds.json"
-    code, err = run_stage("split", ["--params", str(params), "--manifest", str(manifest), "--index", str(index),
-                                    "--out", str(out), "--user-dir", str(tmp_path / "data/splits/user")],
-                          monkeypatch, capsys)
-    assert_failed(code, err, "split.override", f"{user} is outside {tmp_path / 'data/splits/user'}/")
+    tracked = tmp_path / "data/splits/user"
+    code, err, user, out = _split_with_user_folds(tmp_path, monkeypatch, capsys,
+                                                  SPLIT_CASES["user_split_leaks_patient"][0], tracked)
+    assert_failed(code, err, "split.override", f"{user} is outside {tracked}/")
     assert not out.exists()
 
 
