@@ -102,7 +102,7 @@ def test_video_score_is_not_just_the_max_frame_label(tmp_path):
     df = generate(cfg, seed=5, out_dir=tmp_path, progress=False)
     maxima = np.array([np.load(tmp_path / r)["labels"].max() for r in df["frame_labels"]])
     assert (df["video_score"].to_numpy() != maxima).any()
-    assert (df["video_score"].to_numpy() <= maxima).all()      # sustained never exceeds the max (no noise)
+    assert (df["video_score"].to_numpy() <= maxima).all()      # mode never exceeds the max (no noise)
 
 
 def test_bline_columns_brighter_than_score0_at_same_place():

@@ -33,8 +33,9 @@ class SyntheticSection(Section):
     burned_text: bool = True
     effusion_prob: float = bounded(0.5, 0.0, 1.0, "chance a pneumonia video shows an effusion (covid: a fifth of it)")
     max_transitions: int = bounded(2, 0, 6, "most severity changes within one video")
-    video_score_rule: str = choice("sustained", VIDEO_SCORE_RULES,
-                                   "sustained = highest score held on >= video_score_share of frames (clinician-like)")
+    video_score_rule: str = choice("mode", VIDEO_SCORE_RULES,
+                                   "mode = most frequent frame score; max = worst frame; sustained = highest score "
+                                   "held on >= video_score_share of frames")
     video_score_share: float = bounded(0.25, 0.01, 1.0, "share of frames a score must be held for 'sustained'")
     video_score_noise: float = bounded(0.1, 0.0, 0.5, "chance the video score is off by one (rater noise)")
     style_shift: float = bounded(1.0, 0.0, 3.0, "strength of the per-hospital style differences (0 = identical)")

@@ -38,7 +38,7 @@ class SyntheticVideo:
 def render_video(rng: np.random.Generator, style: HospitalStyle, diagnosis: str, probe: str, n_frames: int,
                  fps: float, height: int, width: int, *, n_annotators: int = 4, annotator_noise: float = 0.03,
                  max_transitions: int = 2, effusion_prob: float = 0.5, burned_text: bool = True,
-                 score_rule: str = "sustained", score_share: float = 0.25, score_noise: float = 0.1,
+                 score_rule: str = "mode", score_share: float = 0.25, score_noise: float = 0.1,
                  point: str = "R1", severity: np.ndarray | None = None) -> SyntheticVideo:
     """Render one video; every random draw comes from ``rng`` in a fixed order (deterministic).
 
