@@ -36,7 +36,7 @@ from lus.io import read_json  # noqa: E402
 from lus.metrics.classification import weighted_prf  # noqa: E402
 from lus.models.uninorm import VideoSet, fit_aggregator, predict  # noqa: E402
 from lus.models.video_baselines import baseline_predictions  # noqa: E402
-from stages.train_aggregator import load_fold_data  # noqa: E402
+from stages.train_aggregator import add_fold_data_args, load_fold_data  # noqa: E402
 
 
 def f1(labels: np.ndarray, pred: np.ndarray) -> float:
@@ -64,9 +64,7 @@ def inner_score(videos: VideoSet, cfg: AggregatorSection, groups: np.ndarray, se
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--frames", default="data/predictions/frames.parquet")
-    ap.add_argument("--folds", default="data/splits/folds.json")
-    ap.add_argument("--manifest", default="data/raw/manifest.csv")
+    add_fold_data_args(ap)
     ap.add_argument("--inner", type=int, default=3, help="inner folds (patient-grouped)")
     ap.add_argument("--init", type=float, nargs="+", default=[0.0, 0.25, 0.5], help="candidate init_neutral")
     ap.add_argument("--off-diagonal", nargs="+", default=list(OFF_DIAGONAL_RULES), choices=OFF_DIAGONAL_RULES)

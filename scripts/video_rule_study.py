@@ -40,7 +40,7 @@ from lus.data.manifest import read_manifest  # noqa: E402
 from lus.metrics.video import fold_metrics  # noqa: E402
 from lus.models.uninorm import run_fold  # noqa: E402
 from lus.synth.labels import video_score  # noqa: E402
-from stages.train_aggregator import load_fold_data  # noqa: E402
+from stages.train_aggregator import add_fold_data_args, load_fold_data  # noqa: E402
 
 METHODS = ("uninorm", "argmax_mean", "max_argmax", "majority", "threshold_count_15")
 
@@ -118,9 +118,7 @@ def synthetic_table(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--frames", default="data/predictions/frames.parquet")
-    ap.add_argument("--folds", default="data/splits/folds.json")
-    ap.add_argument("--manifest", default="data/raw/manifest.csv")
+    add_fold_data_args(ap)
     ap.add_argument("--iclus", default="", help="converted ICLUS folder (lus iclus-convert); empty = skip part 1")
     ap.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.25, 0.4, 0.5], help="sustained shares (ICLUS)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the rater-noise draws")

@@ -43,12 +43,17 @@ log = logging.getLogger("stages.train_aggregator")
 FRAME_COLUMNS = ["video_id", "patient_id", "fold", "frame_index", *PROB_COLUMNS]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("Train the uninorm video-score aggregator of one fold and evaluate it with the baselines.")
-    parser.add_argument("--fold", type=int, required=True, help="fold id (index into folds.json)")
+def add_fold_data_args(parser: argparse.ArgumentParser) -> None:
+    """The inputs of :func:`load_fold_data` (also used by the aggregator analysis scripts)."""
     parser.add_argument("--frames", default="data/predictions/frames.parquet", help="frame predictions (Parquet)")
     parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
     parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest (video_score)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("Train the uninorm video-score aggregator of one fold and evaluate it with the baselines.")
+    parser.add_argument("--fold", type=int, required=True, help="fold id (index into folds.json)")
+    add_fold_data_args(parser)
     parser.add_argument("--out", default="models/aggregator", help="output folder")
     return parser
 
