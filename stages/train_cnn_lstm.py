@@ -186,8 +186,7 @@ def main(args: argparse.Namespace) -> None:
         "frame_model": str(args.frame_model or f"models/frame/fold_{k}") if cfg.backbone == "frame_model" else "",
         "n_videos": {p: int(len(r)) for p, r in rows.items()}, "selected_epoch": result.best_epoch,
         "selected_score": result.best_score, "epochs_run": result.epochs_run,
-        "cache": {"hits": cache.hits, "misses": cache.misses}, "feature_seconds": round(feat_s, 2),
-        "train_seconds": round(train_s, 2), "provenance": provenance(seed, device),
+        "provenance": provenance(seed, device),
     })
     print(f"train_cnn_lstm fold {k}: {column}, backbone {cfg.backbone} ({backbone.dim}-d, cache {cache.hits} hits / "
           f"{cache.misses} computed, {feat_s:.1f} s), epoch {result.best_epoch}/{result.epochs_run}, "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -142,11 +143,14 @@ def main(args: argparse.Namespace) -> None:
         "n_train_frames": int(len(tr)), "n_val_frames": int(len(va)),
         "n_train_videos": len({table.video_ids[v] for v in table.video[tr]}), "n_frame_labels_train": n_frame_labels,
         "train_class_counts": np.bincount(targets[tr][targets[tr] >= 0], minlength=4).tolist(),
-        "load_seconds": round(load_s, 2), "train_seconds": round(time.perf_counter() - t1, 2),
         "resumed_from_epoch": result.resumed_from,
         "provenance": provenance(seed, next(model.parameters()).device),
     }
     write_json(Path(args.out) / "meta.json", meta)
+    # timings only in the log: meta.json must be identical when the same inputs are trained again
+    val = "" if result.best_score is None else f" (val accuracy {result.best_score:.3f})"
+    print(f"train_frame fold {args.fold}: epoch {result.best_epoch}/{result.epochs_run} selected{val}; "
+          f"data {load_s:.1f} s, training {time.perf_counter() - t1:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def main(args: argparse.Namespace) -> None:
         fold_meta[k] = {"selected_epoch": result.best_epoch, "selected_score": result.best_score,
                         "epochs_run": result.epochs_run, "resumed_from": result.resumed_from,
                         "n_frames": {"train": len(train), "val": len(val), "test": len(test)},
-                        "n_videos": {p: len(v) for p, v in parts.items()}, "train_seconds": round(train_s, 2)}
+                        "n_videos": {p: len(v) for p, v in parts.items()}}
         print(f"train_segmentation[{arch}] fold {k}: epoch {result.best_epoch} selected; test "
               + ", ".join(f"{m} {per_fold[k][m]:.3f}" for m in ("dice_bin", "dice_cat", "pixel_acc"))
               + f" ({train_s:.1f} s)")

@@ -64,7 +64,8 @@ Outputs in ``out_dir`` (rank 0 only, all atomic)
     python/numpy/torch(/cuda) RNG states of every rank, config and fingerprint. Loadable with
     ``torch.load(..., weights_only=True)``. ``checkpoint_every=0`` writes no checkpoint at all (runs of a
     few seconds, where ~4 copies of the weights per epoch cost more than a rerun; nothing to resume from). ``curve.csv``: one row per epoch
-    (``epoch, lr, train_loss, train_<log>, val_<metric>, time_s``). At the end ``model.pt`` (state dict
+    (``epoch, lr, train_loss, train_<log>, val_<metric>``; the epoch time is only logged, so a rerun with the
+    same inputs writes byte-identical files and DVC need not rerun what depends on them). At the end ``model.pt`` (state dict
     of the selected epoch; ``best_name``) and optionally ``last_name`` (last epoch weights).
 
 Resume
@@ -535,7 +536,7 @@ def fit(model: nn.Module, dataset: Any, loss_fn: LossFn, out_dir: str | Path, co
             best_state = ({k: v.clone() for k, v in ema.state.items()} if ema is not None else _clone_state(model))
             best_score, best_epoch = score, epoch + 1
         epoch += 1
-        row["time_s"] = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0  # logged, not stored: identical reruns must write identical files
         history.append(row)
         if config.patience > 0 and metrics is not None and epoch - best_epoch >= config.patience:
             stopped = True
@@ -554,7 +555,7 @@ def fit(model: nn.Module, dataset: Any, loss_fn: LossFn, out_dir: str | Path, co
         if env.is_main:
             _write_curve(out_dir / config.curve_name, history)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch",))
-            print(f"epoch {epoch}/{config.epochs}: {shown}", file=sys.stderr, flush=True)
+            print(f"epoch {epoch}/{config.epochs}: {shown}, time_s {seconds:.4g}", file=sys.stderr, flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
 
