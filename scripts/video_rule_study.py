@@ -9,7 +9,7 @@ Usage (from the project root, after `dvc repro`; the ICLUS part needs the conver
    several shares) is applied to the ICLUS frame ground truth of every video and compared with the
    clinicians' own video score (exact agreement, agreement within one point). This says which rule
    makes synthetic video scores behave like the human ones.
-2. **Synthetic**: the video scores of the default pipeline's videos are recomputed from their frame labels
+2. **Synthetic**: the video scores of the run's videos are recomputed from their frame labels
    under each rule (same rater-noise draws for every rule: ``synthetic.video_score_noise``), and the
    uninorm aggregator (params.yaml's ``aggregator`` section) and the baselines are trained/evaluated on
    the pipeline's out-of-fold frame probabilities and patient-wise folds, exactly as train_aggregator
@@ -78,15 +78,17 @@ def iclus_agreement(data_dir: Path, shares: list[float]) -> None:
 def synthetic_table(args: argparse.Namespace) -> None:
     cfg = load_section(AggregatorSection, args.params)
     syn = load_section(SyntheticSection, args.params)
-    frames = pd.read_parquet(args.frames, columns=["video_id", "frame_index", "label", "fold", "patient_id"])
-    frames = frames[frames["patient_id"].notna()]
+    frames = pd.read_parquet(args.frames, columns=["video_id", "frame_index", "label"])
+    if (frames["label"] < 0).any():
+        raise SystemExit(f"{args.frames}: frames without a frame label; the study needs fully labelled "
+                         "(synthetic) data")
     # several rows per frame (one per fold model) carry the same label; keep one
     labels = frame_labels_by_video(frames.drop_duplicates(["video_id", "frame_index"]))
     manifest = read_manifest(args.manifest)
     n_folds = len(pd.read_json(args.folds, typ="series")["folds"])
     print(f"Synthetic: weighted F1 (%), mean over {n_folds} folds, averaged over {len(args.seeds)} rater-noise "
-          f"draws (range in brackets); video scores recomputed under each rule (share {syn.video_score_share:g}, rater noise {syn.video_score_noise:g}; aggregator: tnorm "
-          f"{cfg.tnorm}, off_diagonal {cfg.off_diagonal})\n")
+          f"draws (range in brackets); video scores recomputed under each rule (share {syn.video_score_share:g}, "
+          f"rater noise {syn.video_score_noise:g}; aggregator: tnorm {cfg.tnorm}, off_diagonal {cfg.off_diagonal})\n")
     print("| rule | " + " | ".join(METHODS) + " | uninorm beats argmax_mean and max_argmax |")
     print("|---|" + "---|" * (len(METHODS) + 1))
     with tempfile.TemporaryDirectory() as tmp:

@@ -63,10 +63,11 @@ Outputs in ``out_dir`` (rank 0 only, all atomic)
     model, optimiser, scheduler, EMA weights, completed epochs, best weights and score, history,
     python/numpy/torch(/cuda) RNG states of every rank, config and fingerprint. Loadable with
     ``torch.load(..., weights_only=True)``. ``checkpoint_every=0`` writes no checkpoint at all (runs of a
-    few seconds, where ~4 copies of the weights per epoch cost more than a rerun; nothing to resume from). ``curve.csv``: one row per epoch
-    (``epoch, lr, train_loss, train_<log>, val_<metric>``; the epoch time is only logged, so a rerun with the
-    same inputs writes byte-identical files and DVC need not rerun what depends on them). At the end ``model.pt`` (state dict
-    of the selected epoch; ``best_name``) and optionally ``last_name`` (last epoch weights).
+    few seconds, where ~4 copies of the weights per epoch cost more than a rerun; nothing to resume from).
+    ``curve.csv``: one row per epoch (``epoch, lr, train_loss, train_<log>, val_<metric>``; the epoch time
+    is only logged, so a rerun with the same inputs writes byte-identical files and DVC need not rerun what
+    depends on them). At the end ``model.pt`` (state dict of the selected epoch; ``best_name``) and
+    optionally ``last_name`` (last epoch weights).
 
 Resume
     With ``resume=True`` (default) an existing checkpoint whose config and ``fingerprint`` match is
