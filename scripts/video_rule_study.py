@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lus.config.aggregator import AggregatorSection  # noqa: E402
 from lus.config.base import load_section  # noqa: E402
 from lus.config.synthetic import VIDEO_SCORE_RULES, SyntheticSection  # noqa: E402
+from lus.data.folds import load_folds  # noqa: E402
 from lus.data.iclus import load_iclus  # noqa: E402
-from lus.data.manifest import read_manifest  # noqa: E402
 from lus.metrics.video import fold_metrics  # noqa: E402
 from lus.models.uninorm import run_fold  # noqa: E402
 from lus.synth.labels import video_score  # noqa: E402
@@ -84,36 +84,33 @@ def synthetic_table(args: argparse.Namespace) -> None:
                          "(synthetic) data")
     # several rows per frame (one per fold model) carry the same label; keep one
     labels = frame_labels_by_video(frames.drop_duplicates(["video_id", "frame_index"]))
-    manifest = read_manifest(args.manifest)
-    n_folds = len(pd.read_json(args.folds, typ="series")["folds"])
+    # each fold's videos and probabilities once; only their labels change with the rule and the noise draw
+    fold_data = [load_fold_data(args.frames, args.folds, args.manifest, k)[:2]
+                 for k in range(len(load_folds(args.folds)))]
+    n_folds = len(fold_data)
     print(f"Synthetic: weighted F1 (%), mean over {n_folds} folds, averaged over {len(args.seeds)} rater-noise "
           f"draws (range in brackets); video scores recomputed under each rule (share {syn.video_score_share:g}, "
           f"rater noise {syn.video_score_noise:g}; aggregator: tnorm {cfg.tnorm}, off_diagonal {cfg.off_diagonal})\n")
     print("| rule | " + " | ".join(METHODS) + " | uninorm beats argmax_mean and max_argmax |")
     print("|---|" + "---|" * (len(METHODS) + 1))
-    with tempfile.TemporaryDirectory() as tmp:
-        for rule in VIDEO_SCORE_RULES:
-            # fold-mean weighted F1 per noise seed, per method
-            per_method: dict[str, list[float]] = {m: [] for m in METHODS}
-            for seed in args.seeds:
-                scores = rule_scores(labels, rule, syn.video_score_share, syn.video_score_noise, seed)
-                relabelled = manifest.copy()
-                relabelled["video_score"] = relabelled["video_id"].astype(str).map(scores)
-                path = Path(tmp) / f"manifest_{rule}_{seed}.csv"
-                relabelled.to_csv(path, index=False)
-                folds: dict[str, list[float]] = {m: [] for m in METHODS}
-                for k in range(n_folds):
-                    train, test, _ = load_fold_data(args.frames, args.folds, path, k)
-                    _, predictions = run_fold(train, test, cfg, k, args.base_seed)
-                    metrics = fold_metrics(predictions)
-                    for m in METHODS:
-                        folds[m].append(metrics[m]["f1_weighted"])
+    for rule in VIDEO_SCORE_RULES:
+        # fold-mean weighted F1 per noise seed, per method
+        per_method: dict[str, list[float]] = {m: [] for m in METHODS}
+        for seed in args.seeds:
+            scores = rule_scores(labels, rule, syn.video_score_share, syn.video_score_noise, seed)
+            folds: dict[str, list[float]] = {m: [] for m in METHODS}
+            for k, (train, test) in enumerate(fold_data):
+                train, test = (replace(v, labels=[scores[i] for i in v.video_ids], _plan=None) for v in (train, test))
+                _, predictions = run_fold(train, test, cfg, k, args.base_seed)
+                metrics = fold_metrics(predictions)
                 for m in METHODS:
-                    per_method[m].append(float(np.mean(folds[m])))
-            wins = sum(u > max(a, b) for u, a, b in
-                       zip(per_method["uninorm"], per_method["argmax_mean"], per_method["max_argmax"]))
-            cells = [f"{100 * np.mean(v):.1f} ({100 * min(v):.1f}-{100 * max(v):.1f})" for v in per_method.values()]
-            print(f"| {rule} | " + " | ".join(cells) + f" | {wins}/{len(args.seeds)} |", flush=True)
+                    folds[m].append(metrics[m]["f1_weighted"])
+            for m in METHODS:
+                per_method[m].append(float(np.mean(folds[m])))
+        wins = sum(u > max(a, b) for u, a, b in
+                   zip(per_method["uninorm"], per_method["argmax_mean"], per_method["max_argmax"]))
+        cells = [f"{100 * np.mean(v):.1f} ({100 * min(v):.1f}-{100 * max(v):.1f})" for v in per_method.values()]
+        print(f"| {rule} | " + " | ".join(cells) + f" | {wins}/{len(args.seeds)} |", flush=True)
     print()
 
 
