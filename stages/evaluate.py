@@ -19,6 +19,7 @@ from lus.config.data import SplitSection
 from lus.config.frame_model import FrameModelSection
 from lus.io import read_json, write_csv, write_json, write_text
 from lus.data.manifest import read_manifest
+from lus.data.targets import patient_covid_labels
 from lus.metrics.classification import summarise_cnn_lstm
 from lus.metrics.patient import patient_covid_detection
 from lus.metrics.video import summarize_folds
@@ -79,7 +80,7 @@ def video_group(agg_dir: Path, folds: list[int], plots: Path, manifest: pd.DataF
                          if m in summary and f"f1_weighted_fold{k}" in summary[m]])
     write_csv(plots / "video" / "per_fold_f1.csv", bars)
     per_fold_bars_png(bars, "f1_weighted", "video weighted F1 per test fold", plots / "png" / "video_per_fold_f1.png")
-    covid = {str(p): int(v) for p, v in zip(manifest["patient_id"], manifest["covid_positive"]) if not pd.isna(v)}
+    covid = patient_covid_labels(manifest)
     patient = nest(patient_covid_detection(per_fold, covid, VIDEO_METHODS_PLOTTED)) if covid else {}
     return {"applicable": 1, **summary, **({"patient_covid": patient} if patient else {})}
 

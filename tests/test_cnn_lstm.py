@@ -248,13 +248,13 @@ def test_stage_beats_chance_reuses_cache_and_uses_its_own_fold(tmp_path, capsys)
 
 
 def test_target_falls_back_to_video_score(tmp_path):
-    from stages.train_cnn_lstm import resolve_target
+    from lus.data.targets import video_targets
 
     paths = write_video_dataset(tmp_path, n_patients=3, diagnosis=False)
     man = pd.read_csv(paths["manifest"])
-    col, classes, y = resolve_target(man, "auto")
+    col, classes, y = video_targets(man, "auto")
     assert col == "video_score" and classes == ["score0", "score1", "score2", "score3"]
     assert y.tolist() == man["video_score"].tolist()
     man["diagnosis"] = [DIAG[i % 3] for i in range(len(man))]
-    assert resolve_target(man, "auto")[0] == "diagnosis"
-    assert resolve_target(man, "video_score")[0] == "video_score"
+    assert video_targets(man, "auto")[0] == "diagnosis"
+    assert video_targets(man, "video_score")[0] == "video_score"

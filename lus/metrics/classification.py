@@ -134,7 +134,7 @@ def summarise_cnn_lstm(fold_dirs: Iterable[str | Path]) -> tuple[dict[str, float
     ``fold_dirs``: ``models/cnn_lstm/fold_<k>`` folders (the fold id is read from the folder name).
     Keys: ``fold_<k>.<metric>``, ``<metric>_mean``, ``<metric>_std``, ``pooled.<metric>``, ``n_folds``.
     """
-    per_fold: dict[int, dict[str, float]] = {}
+    per_fold: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     pooled, classes_ref = [], None
     for d in fold_dirs:
         d = Path(d)
@@ -147,15 +147,28 @@ def summarise_cnn_lstm(fold_dirs: Iterable[str | Path]) -> tuple[dict[str, float
             raise ValueError(f"{d}: classes {classes} differ from other folds' {classes_ref}")
         classes_ref = classes
         idx = {c: i for i, c in enumerate(classes)}
-        y_true = preds["actual"].astype(str).map(idx).to_numpy()
-        y_pred = preds["predicted"].astype(str).map(idx).to_numpy()
-        per_fold[k] = classification_scores(y_true, y_pred, classes)
+        per_fold[k] = (preds["actual"].astype(str).map(idx).to_numpy(), preds["predicted"].astype(str).map(idx).to_numpy())
         pooled.append(preds[["actual", "predicted"]].astype(str))
     if not per_fold:
         raise ValueError("summarise_cnn_lstm: no fold folders given")
-    out = fold_summary(per_fold)
-    rows = pd.concat(pooled, ignore_index=True)
-    idx = {c: i for i, c in enumerate(classes_ref)}
-    pooled_scores = classification_scores(rows["actual"].map(idx), rows["predicted"].map(idx), classes_ref)
-    out.update({f"pooled.{k}": v for k, v in pooled_scores.items()})
-    return out, rows
+    return class_summary(per_fold, classes_ref), pd.concat(pooled, ignore_index=True)
+
+
+def accuracy_summary(per_fold: Mapping[int, tuple[Sequence[int], Sequence[int]]]) -> dict[str, float]:
+    """``accuracy`` pooled over all folds' items, ``accuracy_mean`` / ``_std`` (population) over folds and
+    ``accuracy_fold<k>``, from ``{fold: (y_true, y_pred)}``."""
+    per = {k: float(np.mean(np.asarray(t) == np.asarray(p))) for k, (t, p) in sorted(per_fold.items())}
+    hits = np.concatenate([np.asarray(t) == np.asarray(p) for t, p in per_fold.values()])
+    values = np.array(list(per.values()))
+    return {"accuracy": float(hits.mean()), "accuracy_mean": float(values.mean()),
+            "accuracy_std": float(values.std(ddof=0)), **{f"accuracy_fold{k}": v for k, v in per.items()}}
+
+
+def class_summary(per_fold: Mapping[int, tuple[Sequence[int], Sequence[int]]], classes: Sequence[str]) -> dict[str, float]:
+    """:func:`classification_scores` per fold, their mean ± std and the pooled scores (``pooled.<metric>``):
+    the layout :func:`summarise_cnn_lstm` gives the CNN-LSTM, from ``{fold: (y_true, y_pred)}``."""
+    out = fold_summary({k: classification_scores(t, p, classes) for k, (t, p) in per_fold.items()})
+    y_true = np.concatenate([np.asarray(t) for t, _ in per_fold.values()])
+    y_pred = np.concatenate([np.asarray(p) for _, p in per_fold.values()])
+    out.update({f"pooled.{k}": v for k, v in classification_scores(y_true, y_pred, classes).items()})
+    return out

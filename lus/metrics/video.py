@@ -94,16 +94,28 @@ def summarize_folds(per_fold_prediction_frames: Sequence[pd.DataFrame] | Mapping
     out: dict = {"n_folds": len(folds), "n_videos": int(len(pooled))}
     for method in methods:
         col = PRED_PREFIX + method
-        per_fold = {k: video_metrics(f[label_col], f[col]) for k, f in folds}
-        pooled_m = video_metrics(pooled[label_col], pooled[col])
-        entry: dict[str, float] = {}
-        for metric in METRICS:
-            values = np.array([per_fold[k][metric] for k in ids])
-            entry[f"{metric}_mean"] = float(values.mean())
-            entry[f"{metric}_std"] = float(values.std(ddof=0))
-            entry[f"{metric}_pooled"] = pooled_m[metric]
-        for k in ids:
-            for metric in METRICS:
-                entry[f"{metric}_fold{k}"] = per_fold[k][metric]
-        out[method] = entry
+        out[method] = _method_entry({k: (f[label_col].to_numpy(), f[col].to_numpy()) for k, f in folds})
     return out
+
+
+def _method_entry(per_fold: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """``<metric>_mean/_std/_pooled`` and ``<metric>_fold<k>`` of one method from ``{fold: (y_true, y_pred)}``."""
+    ids = list(per_fold)
+    metrics = {k: video_metrics(*per_fold[k]) for k in ids}
+    pooled = video_metrics(np.concatenate([per_fold[k][0] for k in ids]), np.concatenate([per_fold[k][1] for k in ids]))
+    entry: dict[str, float] = {}
+    for metric in METRICS:
+        values = np.array([metrics[k][metric] for k in ids])
+        entry[f"{metric}_mean"] = float(values.mean())
+        entry[f"{metric}_std"] = float(values.std(ddof=0))
+        entry[f"{metric}_pooled"] = pooled[metric]
+    for k in ids:
+        for metric in METRICS:
+            entry[f"{metric}_fold{k}"] = metrics[k][metric]
+    return entry
+
+
+def video_summary(per_fold: Mapping[int, tuple[Sequence[int], Sequence[int]]]) -> dict[str, float]:
+    """One method's entry of :func:`summarize_folds` (``<metric>_mean/_std/_pooled/_fold<k>``) from
+    ``{fold: (y_true, y_pred)}``: the layout of the aggregator methods in ``metrics/video.json``."""
+    return _method_entry({k: (np.asarray(t, np.int64), np.asarray(p, np.int64)) for k, (t, p) in per_fold.items()})
