@@ -53,11 +53,11 @@ def _add_iclus_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_iclus_table(args: argparse.Namespace) -> None:
-    from lus.data.iclus import iclus_table
+    from lus.evaluation.iclus import iclus_table
 
     command = "lus " + " ".join(shlex.quote(a) for a in args.argv)
     summary = iclus_table(args.data, args.out, n_folds=args.folds, seed=args.seed, tnorms=args.tnorms,
-                          command=command)
+                          command=command, protocol=args.protocol)
     print(f"wrote {args.out}/table.md and metrics.json")
     for method in ("uninorm_product", "uninorm_lukasiewicz", "uninorm_min", "argmax_mean", "max_argmax", "majority"):
         if method in summary:
@@ -72,6 +72,9 @@ def _add_iclus_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="metrics/iclus", help="output folder for table.md and metrics.json")
     p.add_argument("--folds", type=int, default=5, help="number of patient-wise folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    p.add_argument("--protocol", default="kfold", choices=["kfold", "traintest", "lopo", "lovo"],
+                   help="kfold: --folds patient-wise folds (paper); traintest: the frame model's published "
+                        "train/test split; lopo / lovo: leave one patient / video out (METHODS §2.7)")
     p.add_argument("--tnorms", nargs="+", default=["product", "lukasiewicz", "min"],
                    choices=["product", "lukasiewicz", "min"], help="t-norms to compare (product is the paper's)")
     p.set_defaults(func=_cmd_iclus_table)

@@ -38,11 +38,11 @@ from lus.data.frame_dataset import load_frame_table, read_index
 from lus.data.manifest import read_manifest
 from lus.io import atomic_dir, read_json, write_csv, write_json, write_parquet
 from lus.metrics.frame import confusion_rows, frame_metrics
-from lus.models.frame_models import build_frame_model
+from lus.models.frame_models import build_frame_model, model_spec
 from lus.report.localization import crop_panel, marker_coverage, pick_frames, write_png
 from lus.report.seg_overlays import save_message
 from lus.runtime import resolve_device, seed_everything
-from lus.train.frame import model_spec, predict
+from lus.train.frame import predict
 from stages._cli import run, stage_parser
 
 THETA_COLUMNS = [f"theta{k}_{i}" for k in (1, 2) for i in range(6)]

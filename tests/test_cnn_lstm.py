@@ -63,7 +63,7 @@ def write_video_dataset(root: Path, n_patients: int = 12, frames: int = 30, size
 def write_frame_model(folder: Path, fold: int, seed: int, arch: str = "cnn", size: int = 32) -> Path:
     """A (random-init) frame model folder as train_frame writes it: model.pt + meta.json with params."""
     from lus.config.frame_model import FrameModelSection
-    from lus.train.frame import model_spec
+    from lus.models.frame_models import model_spec
     from lus.models.frame_models import build_frame_model
 
     sec = FrameModelSection.from_dict({"arch": arch, "input_size": size, "crop_size": 32, "width": 0.25})

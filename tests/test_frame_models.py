@@ -267,7 +267,8 @@ def test_localisation_on_downsampled_frame():
 
 
 def test_schedule_ema_and_augment_params_reach_the_loop():
-    from lus.train.frame import augment_config, model_spec, train_config
+    from lus.models.frame_models import model_spec
+    from lus.train.frame import augment_config, train_config
 
     sec = FrameModelSection.from_dict({"scheduler": "warmup_cosine", "warmup_epochs": 1.5, "final_lr_ratio": 0.05,
                                        "ema_decay": 0.98, "crop_scale_min": 0.7, "loc_input_size": 32})

@@ -132,7 +132,8 @@ def _process_chunk(chunk: Chunk, bundle: Bundle, out: _Outputs, fps: float, snap
 
 def aggregate_video(probs: np.ndarray, bundle: Bundle, name: str) -> dict[str, Any]:
     """Uninorm video score and per-class aggregated values of one video's frame probabilities (T, 4)."""
-    from lus.models.uninorm import VideoSet, predict
+    from lus.data.video_set import VideoSet
+    from lus.models.uninorm import predict
 
     videos = VideoSet([name], [""], np.array([-1]), np.array([len(probs)]), probs.astype(np.float64))
     o, score = predict(videos, bundle.neutral, bundle.tnorm, bundle.off_diagonal)
