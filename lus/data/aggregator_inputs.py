@@ -122,3 +122,20 @@ def load_fold_data(frames_path: str | Path, folds_path: str | Path, manifest_pat
         "test_patients": sorted(set(test.patient_ids)),
     }
     return train, test, info
+
+
+def load_labelled_videos(frames_path: str | Path, folds_path: str | Path, manifest_path: str | Path) -> VideoSet:
+    """Every manifest video with a video score and out-of-fold frame probabilities, as one set (for
+    re-splitting the aggregator comparison over fold seeds). With several rows per frame (one per
+    fold model) the row of the model for which the video's patient is a test patient is used."""
+    frames = read_frame_table(Path(frames_path))
+    if frames.duplicated(["video_id", "frame_index"]).any():
+        test_fold = test_fold_of(load_folds(folds_path))
+        frames = frames[frames["patient_id"].map(test_fold).fillna(-2).astype(int) == frames["fold"].astype(int)]
+    manifest = read_manifest(manifest_path)
+    scores = {v: int(s) for v, s in zip(manifest["video_id"].astype(str), manifest["video_score"]) if not pd.isna(s)}
+    allv = VideoSet.from_frames(frames, scores)
+    labelled = allv.subset(allv.labels >= 0)
+    if len(labelled) == 0:
+        raise ValueError(f"{frames_path}: no video has both frame probabilities and a video_score in {manifest_path}")
+    return labelled

@@ -94,3 +94,27 @@ def render_table(summary: Mapping[str, Any], fits: Mapping[str, list[dict[str, A
             lines.append(f"| {name} | {f['fold']} | " + " | ".join(f"{v:.3f}" for v in f["neutral"])
                          + f" | {f['method']} |")
     return "\n".join(lines) + "\n"
+
+
+def render_seed_table(result: Mapping[str, Any], title: str, command: str, methods: Sequence[str] | None = None) -> str:
+    """Markdown of :func:`lus.evaluation.seeds.seed_comparison`: mean and 95 % interval per method, and
+    the pairwise win counts (row beats column in that many seeds, pooled metric)."""
+    summary, wins = result["summary"], result["wins"]
+    methods = [m for m in (methods or list(summary)) if m in summary]
+    n = len(result["seeds"])
+    lines = [f"# {title}", "",
+             f"{result['n_videos']} videos; {result['n_folds']} patient-wise folds (greedy stratified by video "
+             f"score) for each of {n} fold seeds ({result['seeds'][0]}..{result['seeds'][-1]}); metric "
+             f"{result['metric']} in %. Interval = 2.5th-97.5th percentile across seeds (spread due to the fold "
+             "assignment on these videos, not a confidence interval for new patients).", "",
+             f"Command: `{command}`", "",
+             "| method | mean over folds: mean [95 % interval] | pooled: mean [95 % interval] |", "|---|---|---|"]
+    for m in methods:
+        s = summary[m]
+        lines.append(f"| {m} | {100 * s['mean']:.1f} [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}] | "
+                     f"{100 * s['pooled_mean']:.1f} [{100 * s['pooled_ci_low']:.1f}, {100 * s['pooled_ci_high']:.1f}] |")
+    lines += ["", f"Seeds (of {n}) in which the row method's pooled {result['metric']} is strictly higher than "
+              "the column method's:", "", "| beats → | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for a in methods:
+        lines.append(f"| {a} | " + " | ".join("–" if a == b else str(wins[a][b]) for b in methods) + " |")
+    return "\n".join(lines) + "\n"
