@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lus.labels import DIAGNOSES, SCORES
+
 MANIFEST_COLUMNS = [
     "video_id", "path", "patient_id", "hospital", "probe", "fps", "n_frames",
     "video_score", "diagnosis", "covid_positive", "frame_labels", "masks",
 ]
 REQUIRED_COLUMNS = ["video_id", "path", "patient_id"]
-DIAGNOSES = ("covid", "pneumonia", "healthy")
 PROBES = ("convex", "linear", "unknown")
-SCORES = (0, 1, 2, 3)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

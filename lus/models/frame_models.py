@@ -38,9 +38,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from lus.config.frame_model import FrameModelSection
+from lus.labels import N_SCORES as N_CLASSES
 from lus.models.losses import consistency_loss, scale_prior, sord_loss
 
-N_CLASSES = 4
 BODY_CHANNELS = (32, 64, 64, 64, 128, 128)
 STN_MODES = ("learned", "fixed_scale")
 CROP2_TRANSLATION = ("shared", "own")
