@@ -47,8 +47,10 @@ def render_table(summary: Mapping[str, Any], fits: Mapping[str, list[dict[str, A
         f"Data: public ICLUS frame predictions, {counts['videos']} videos, {counts['patients']} patients, "
         f"{counts['frames']} frames. {protocol_text(folds, summary)}; paper settings: SORD (m 2, zero-score gap 0.5), soft cross-entropy, "
         "full-batch Adam lr 0.01, 30 epochs, constant lr, e initialised to 0, last epoch, off-diagonal min. "
-        "Values in %, mean ± population std over folds; pooled = all test videos together. The paper's folds "
-        "are unknown, so fold-level numbers are comparable only in distribution (fold std ≈ 12 points).",
+        "Values in %, mean ± population std over folds; pooled = all test videos together. "
+        + ("The paper's folds are unknown, so fold-level numbers are comparable only in distribution (fold std "
+           "≈ 12 points)." if folds.get("protocol", "kfold") == "kfold" else
+           "The paper's columns are its 5-fold results, shown for reference only."),
         "",
         f"Command: `{command}`",
         "",
