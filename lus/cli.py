@@ -7,7 +7,10 @@ Subcommands are registered by small ``_add_<name>`` functions that attach a pars
   verifies the pinned SHA-256 of the ICLUS pickle and converts it once to Parquet.
 * ``lus iclus-table --data data/iclus --out metrics/iclus`` runs the uninorm aggregator (paper
   settings, product/lukasiewicz/min) and the baselines on 5 patient-wise folds and writes a markdown
-  table next to the paper's Table 2.
+  table next to the paper's Table 2; ``--protocol traintest|lopo|lovo`` selects the paper's other protocols.
+* ``lus aggregator-seeds --iclus data/iclus --out metrics/iclus/seeds`` repeats that comparison over 20
+  fold seeds (mean, 95 % interval across seeds, pairwise wins); without ``--iclus`` it reads the
+  pipeline's ``data/predictions/frames.parquet``.
 * ``lus preset-args presets/pocus.yaml`` prints the ``-S key=value`` arguments that apply a preset as
   an experiment: ``dvc exp run $(lus preset-args presets/pocus.yaml)``; ``--apply`` merges it into
   ``params.yaml`` instead.
