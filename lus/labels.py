@@ -11,4 +11,5 @@ SCORES = (0, 1, 2, 3)                                   # Soldati severity score
 N_SCORES = len(SCORES)                                  # classes of the frame model and the aggregator
 PROB_COLUMNS = tuple(f"p{c}" for c in SCORES)           # frame softmax columns in frames.parquet
 DIAGNOSES = ("covid", "pneumonia", "healthy")           # CNN-LSTM / manifest diagnosis order
+SCORE_CLASSES = tuple(f"score{c}" for c in SCORES)     # class names of a CNN-LSTM video-score target
 N_SEG_CLASSES = 5                                       # segmentation mask classes 0..4

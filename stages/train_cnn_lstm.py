@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from lus.config.base import load_section
 from lus.config.cnn_lstm import CnnLstmSection
 from lus.config.data import BaseSection
-from lus.data.folds import load_folds
-from lus.data.manifest import DIAGNOSES, read_manifest
+from lus.data.folds import fold_partitions, load_folds
+from lus.data.manifest import read_manifest, resolve_target
 from lus.data.video_sampling import FeatureCache, sequence_features
 from lus.io import write_csv, write_json
 from lus.metrics.classification import classification_scores
@@ -45,7 +45,6 @@ from lus.train.distributed import dist_env
 from lus.train.loop import TrainConfig, fit
 from stages._cli import run, stage_parser
 
-SCORE_CLASSES = ["score0", "score1", "score2", "score3"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,16 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
-
-
-def resolve_target(videos: pd.DataFrame, target: str) -> tuple[str, list[str], pd.Series]:
-    """(column, class names, per-video class index with -1 = unknown) for ``cnn_lstm.target``."""
-    diag = videos["diagnosis"].fillna("").astype(str).str.strip().str.lower()
-    if target == "diagnosis" or (target == "auto" and len(diag) and diag.isin(DIAGNOSES).all()):
-        idx = diag.map({d: i for i, d in enumerate(DIAGNOSES)}).fillna(-1).astype(int)
-        return "diagnosis", list(DIAGNOSES), idx
-    score = pd.to_numeric(videos["video_score"], errors="coerce")
-    return "video_score", list(SCORE_CLASSES), score.fillna(-1).astype(int)
 
 
 class SequenceDataset:
@@ -101,9 +90,7 @@ def main(args: argparse.Namespace) -> None:
     k, seed = args.fold, base.seed + args.fold
     seed_everything(seed)
     out = Path(args.out)
-    folds = load_folds(args.folds)
-    if not 0 <= k < len(folds):
-        raise ValueError(f"{args.folds}: fold {k} does not exist (folds 0..{len(folds) - 1})")
+    parts = fold_partitions(load_folds(args.folds), k, str(args.folds))
     index = pd.read_csv(Path(args.frames) / "index.csv", dtype={"video_id": str}) \
         if (Path(args.frames) / "index.csv").is_file() else None
     if index is None:
@@ -111,7 +98,7 @@ def main(args: argparse.Namespace) -> None:
     manifest = read_manifest(args.manifest)
     videos = manifest[manifest["video_id"].isin(set(index["video_id"]))].sort_values("video_id").reset_index(drop=True)
     column, classes, y_all = resolve_target(videos, cfg.target if cfg.target != "auto" else "auto")
-    part_of = {str(p): part for part in ("train", "val", "test") for p in folds[k][part]}
+    part_of = {p: part for part, ids in parts.items() for p in ids}
     videos["part"] = videos["patient_id"].astype(str).map(part_of).fillna("")
     videos["y"] = y_all.to_numpy()
     videos = videos[videos["y"] >= 0].reset_index(drop=True)

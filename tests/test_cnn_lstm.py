@@ -248,7 +248,7 @@ def test_stage_beats_chance_reuses_cache_and_uses_its_own_fold(tmp_path, capsys)
 
 
 def test_target_falls_back_to_video_score(tmp_path):
-    from stages.train_cnn_lstm import resolve_target
+    from lus.data.manifest import resolve_target
 
     paths = write_video_dataset(tmp_path, n_patients=3, diagnosis=False)
     man = pd.read_csv(paths["manifest"])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lus.data.folds import load_folds, test_fold_of
+from lus.data.folds import fold_partitions, load_folds, test_fold_of
 from lus.data.manifest import read_manifest
 from lus.data.video_set import VideoSet, check_probability_table
 from lus.labels import PROB_COLUMNS
@@ -57,9 +57,7 @@ def load_fold_data(frames_path: str | Path, folds_path: str | Path, manifest_pat
                    ) -> tuple[VideoSet, VideoSet, dict[str, Any]]:
     """Training and test videos of ``fold`` plus a summary of what was used and left out."""
     folds = load_folds(folds_path)
-    if not 0 <= fold < len(folds):
-        raise ValueError(f"--fold {fold} is out of range: {folds_path} has {len(folds)} folds (0..{len(folds) - 1})")
-    spec = folds[fold]
+    spec = fold_partitions(folds, fold, str(folds_path))
     train_p = {str(p) for p in spec.get("train", [])} | {str(p) for p in spec.get("val", [])}
     test_p = {str(p) for p in spec.get("test", [])}
     if train_p & test_p:

@@ -161,11 +161,19 @@ def fold_class_counts(doc: dict[str, Any], videos: pd.DataFrame, label: str) -> 
     return out
 
 
+def fold_partitions(folds: Sequence[dict[str, list[str]]], fold: int, source: str = "the folds file"
+                    ) -> dict[str, list[str]]:
+    """``{"train", "val", "test"}`` patient ids (str, in file order) of one fold; an out-of-range fold is
+    refused naming ``source`` and the valid range (the stages' ``--fold``)."""
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"{source}: fold {fold} is out of range (folds 0..{len(folds) - 1})")
+    return {part: [str(p) for p in folds[fold].get(part, [])] for part in ("train", "val", "test")}
+
+
 def patients_of(folds: Sequence[dict[str, list[str]]], fold: int, parts: Iterable[str]) -> set[str]:
     """Patient ids of the given partitions of one fold (e.g. ``("train", "val")``)."""
-    if not 0 <= fold < len(folds):
-        raise ValueError(f"fold {fold} does not exist; the folds file has folds 0..{len(folds) - 1}")
-    return {p for part in parts for p in folds[fold][part]}
+    spec = fold_partitions(folds, fold)
+    return {p for part in parts for p in spec[part]}
 
 
 def load_folds(path: str | Path) -> list[dict[str, list[str]]]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lus.labels import DIAGNOSES, SCORES
+from lus.labels import DIAGNOSES, SCORE_CLASSES, SCORES
 
 MANIFEST_COLUMNS = [
     "video_id", "path", "patient_id", "hospital", "probe", "fps", "n_frames",
@@ -176,3 +176,13 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     for col in ("n_frames", "video_score", "covid_positive"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def resolve_target(videos: pd.DataFrame, target: str) -> tuple[str, list[str], pd.Series]:
+    """(column, class names, per-video class index with -1 = unknown) for ``cnn_lstm.target``."""
+    diag = videos["diagnosis"].fillna("").astype(str).str.strip().str.lower()
+    if target == "diagnosis" or (target == "auto" and len(diag) and diag.isin(DIAGNOSES).all()):
+        idx = diag.map({d: i for i, d in enumerate(DIAGNOSES)}).fillna(-1).astype(int)
+        return "diagnosis", list(DIAGNOSES), idx
+    score = pd.to_numeric(videos["video_score"], errors="coerce")
+    return "video_score", list(SCORE_CLASSES), score.fillna(-1).astype(int)
