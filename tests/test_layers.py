@@ -69,7 +69,7 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
                 is_module = (ROOT / Path(*sub.split("."))).with_suffix(".py").is_file() or \
                     (ROOT / Path(*sub.split(".")) / "__init__.py").is_file()
                 out.append((node.lineno, sub if is_module else base))
-    return out
+    return sorted(set(out))
 
 
 def _files(folder: str) -> list[Path]:
@@ -106,6 +106,46 @@ def test_no_module_imports_a_higher_layer():
 
 def test_only_stages_and_tests_import_stages():
     assert stage_import_violations() == []
+
+
+def import_cycles() -> list[list[str]]:
+    """Strongly connected groups (> 1 module) of the import graph of lus/ (all imports, incl. type-only)."""
+    graph = {module_name(p): {m for _, m in imported_modules(p) if m.startswith("lus")} for p in _files("lus")}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles():
+    """Within a layer too: modules that import each other (even under TYPE_CHECKING) are one idea in two files."""
+    assert import_cycles() == []
 
 
 def test_every_lus_module_has_a_layer():
