@@ -37,7 +37,8 @@ from lus.config.frame_model import FrameModelSection  # noqa: E402
 from lus.data.augment import FrameAugment, frame_train_augment  # noqa: E402
 from lus.data.frame_dataset import load_frame_table, to_input, write_toy_shards  # noqa: E402
 from lus.models.frame_models import build_frame_model, frame_loss  # noqa: E402
-from lus.train.frame import loss_spec, model_spec, train_frame_fold  # noqa: E402
+from lus.models.frame_models import loss_spec, model_spec  # noqa: E402
+from lus.train.frame import train_frame_fold  # noqa: E402
 
 
 def main() -> None:

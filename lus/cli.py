@@ -7,7 +7,10 @@ Subcommands are registered by small ``_add_<name>`` functions that attach a pars
   verifies the pinned SHA-256 of the ICLUS pickle and converts it once to Parquet.
 * ``lus iclus-table --data data/iclus --out metrics/iclus`` runs the uninorm aggregator (paper
   settings, product/lukasiewicz/min) and the baselines on 5 patient-wise folds and writes a markdown
-  table next to the paper's Table 2.
+  table next to the paper's Table 2; ``--protocol traintest|lopo|lovo`` selects the paper's other protocols.
+* ``lus aggregator-seeds --iclus data/iclus --out metrics/iclus/seeds`` repeats that comparison over 20
+  fold seeds (mean, 95 % interval across seeds, pairwise wins); without ``--iclus`` it reads the
+  pipeline's ``data/predictions/frames.parquet``.
 * ``lus preset-args presets/pocus.yaml`` prints the ``-S key=value`` arguments that apply a preset as
   an experiment: ``dvc exp run $(lus preset-args presets/pocus.yaml)``; ``--apply`` merges it into
   ``params.yaml`` instead.
@@ -21,6 +24,7 @@ import argparse
 import logging
 import shlex
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from lus.config.base import ParamsError
@@ -53,11 +57,11 @@ def _add_iclus_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_iclus_table(args: argparse.Namespace) -> None:
-    from lus.data.iclus import iclus_table
+    from lus.evaluation.iclus import iclus_table
 
     command = "lus " + " ".join(shlex.quote(a) for a in args.argv)
     summary = iclus_table(args.data, args.out, n_folds=args.folds, seed=args.seed, tnorms=args.tnorms,
-                          command=command)
+                          command=command, protocol=args.protocol)
     print(f"wrote {args.out}/table.md and metrics.json")
     for method in ("uninorm_product", "uninorm_lukasiewicz", "uninorm_min", "argmax_mean", "max_argmax", "majority"):
         if method in summary:
@@ -72,9 +76,56 @@ def _add_iclus_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="metrics/iclus", help="output folder for table.md and metrics.json")
     p.add_argument("--folds", type=int, default=5, help="number of patient-wise folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    p.add_argument("--protocol", default="kfold", choices=["kfold", "traintest", "lopo", "lovo"],
+                   help="kfold: --folds patient-wise folds (paper); traintest: the frame model's published "
+                        "train/test split; lopo / lovo: leave one patient / video out (METHODS §2.7)")
     p.add_argument("--tnorms", nargs="+", default=["product", "lukasiewicz", "min"],
                    choices=["product", "lukasiewicz", "min"], help="t-norms to compare (product is the paper's)")
     p.set_defaults(func=_cmd_iclus_table)
+
+
+def _cmd_aggregator_seeds(args: argparse.Namespace) -> None:
+    from lus.config.aggregator import paper_config
+    from lus.evaluation.seeds import seed_comparison
+    from lus.io import write_json, write_text
+    from lus.report.iclus import render_seed_table
+
+    if args.iclus:
+        from lus.data.iclus import load_iclus
+        from lus.evaluation.iclus import iclus_videos
+
+        allv = iclus_videos(*load_iclus(args.iclus))
+        title = "ICLUS: aggregator comparison over fold seeds"
+    else:
+        from lus.data.aggregator_inputs import load_labelled_videos
+
+        allv = load_labelled_videos(args.frames, args.folds, args.manifest)
+        title = f"Pipeline ({args.frames}): aggregator comparison over fold seeds"
+    configs = {t: paper_config(t) for t in args.tnorms}
+    result = seed_comparison(allv, list(range(args.first_seed, args.first_seed + args.seeds)), configs, args.n_folds)
+    command = "lus " + " ".join(shlex.quote(a) for a in args.argv)
+    write_json(Path(args.out) / "seeds.json", result)
+    write_text(Path(args.out) / "seeds.md", render_seed_table(result, title, command))
+    print(f"wrote {args.out}/seeds.md and seeds.json")
+    for m, s in result["summary"].items():
+        print(f"  {m:22s} pooled weighted F1 {100 * s['pooled_mean']:5.1f} "
+              f"[{100 * s['pooled_ci_low']:.1f}, {100 * s['pooled_ci_high']:.1f}]")
+
+
+def _add_aggregator_seeds(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("aggregator-seeds", help="aggregator vs baselines repeated over fold seeds (mean, 95%% "
+                                                "interval, pairwise wins) on ICLUS or the pipeline's predictions")
+    p.add_argument("--iclus", default=None, help="converted ICLUS folder; without it the pipeline files are used")
+    p.add_argument("--frames", default="data/predictions/frames.parquet", help="pipeline frame predictions")
+    p.add_argument("--folds", default="data/splits/folds.json", help="pipeline folds (out-of-fold rows only)")
+    p.add_argument("--manifest", default="data/raw/manifest.csv", help="pipeline manifest (video_score)")
+    p.add_argument("--out", required=True, help="output folder for seeds.md and seeds.json")
+    p.add_argument("--seeds", type=int, default=20, help="number of fold seeds (default 20)")
+    p.add_argument("--first-seed", type=int, default=0, help="first fold seed (default 0)")
+    p.add_argument("--n-folds", type=int, default=5, help="patient-wise folds per seed (default 5)")
+    p.add_argument("--tnorms", nargs="+", default=["product", "min"], choices=["product", "lukasiewicz", "min"],
+                   help="uninorm t-norms to include (paper settings)")
+    p.set_defaults(func=_cmd_aggregator_seeds)
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -135,6 +186,7 @@ def _add_preset_args(sub: argparse._SubParsersAction) -> None:
 
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_iclus_convert, _add_iclus_table,
+                                                                      _add_aggregator_seeds,
                                                                       _add_predict, _add_preset_args)
 
 

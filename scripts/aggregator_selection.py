@@ -31,12 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lus.config.aggregator import OFF_DIAGONAL_RULES, AggregatorSection  # noqa: E402
 from lus.config.base import load_section  # noqa: E402
-from lus.data.folds import make_folds  # noqa: E402
-from lus.io import read_json  # noqa: E402
+from lus.data.aggregator_inputs import add_fold_data_args, load_fold_data  # noqa: E402
+from lus.data.folds import load_folds, make_folds  # noqa: E402
+from lus.data.video_set import VideoSet  # noqa: E402
 from lus.metrics.classification import weighted_prf  # noqa: E402
-from lus.models.uninorm import VideoSet, fit_aggregator, predict  # noqa: E402
+from lus.models.uninorm import predict  # noqa: E402
 from lus.models.video_baselines import baseline_predictions  # noqa: E402
-from stages.train_aggregator import add_fold_data_args, load_fold_data  # noqa: E402
+from lus.train.aggregator import fit_aggregator  # noqa: E402
 
 
 def f1(labels: np.ndarray, pred: np.ndarray) -> float:
@@ -75,7 +76,7 @@ def main() -> None:
     base = load_section(AggregatorSection, args.params)
     grid = [dataclasses.replace(base, init_neutral=i, off_diagonal=o, epochs=e)
             for e, i, o in itertools.product(args.epochs, args.init, args.off_diagonal)]
-    n_folds = len(read_json(args.folds)["folds"])
+    n_folds = len(load_folds(args.folds))
     scores: dict[str, list[float]] = {"paper settings (params.yaml)": [], "nested selection": []}
     for k in range(n_folds):
         train, test, _ = load_fold_data(args.frames, args.folds, args.manifest, k)

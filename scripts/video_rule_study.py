@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lus.config.aggregator import AggregatorSection  # noqa: E402
 from lus.config.base import load_section  # noqa: E402
 from lus.config.synthetic import VIDEO_SCORE_RULES, SyntheticSection  # noqa: E402
+from lus.data.aggregator_inputs import add_fold_data_args, load_fold_data  # noqa: E402
 from lus.data.folds import load_folds  # noqa: E402
 from lus.data.iclus import load_iclus  # noqa: E402
 from lus.metrics.video import fold_metrics  # noqa: E402
-from lus.models.uninorm import run_fold  # noqa: E402
 from lus.synth.labels import video_score  # noqa: E402
-from stages.train_aggregator import add_fold_data_args, load_fold_data  # noqa: E402
+from lus.train.aggregator import run_fold  # noqa: E402
 
 METHODS = ("uninorm", "argmax_mean", "max_argmax", "majority", "threshold_count_15")
 
@@ -100,7 +100,7 @@ def synthetic_table(args: argparse.Namespace) -> None:
             scores = rule_scores(labels, rule, syn.video_score_share, syn.video_score_noise, seed)
             folds: dict[str, list[float]] = {m: [] for m in METHODS}
             for k, (train, test) in enumerate(fold_data):
-                train, test = (replace(v, labels=[scores[i] for i in v.video_ids], _plan=None) for v in (train, test))
+                train, test = (replace(v, labels=[scores[i] for i in v.video_ids]) for v in (train, test))
                 _, predictions = run_fold(train, test, cfg, k, args.base_seed)
                 metrics = fold_metrics(predictions)
                 for m in METHODS:

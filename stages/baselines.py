@@ -32,10 +32,10 @@ from lus.config.data import BaseSection
 from lus.data.folds import load_folds
 from lus.data.frame_dataset import load_frame_table, read_index
 from lus.data.frame_features import frame_table_features, pool_mean_std
-from lus.data.manifest import read_manifest
-from lus.data.targets import SCORE_CLASSES, patient_covid_labels, video_targets
+from lus.data.manifest import patient_covid_labels, read_manifest, resolve_target
 from lus.data.video_sampling import FeatureCache
 from lus.io import write_json
+from lus.labels import SCORE_CLASSES
 from lus.metrics.classification import accuracy_summary, class_summary, weighted_prf
 from lus.metrics.video import video_summary
 from lus.models.backbones import build_backbone
@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> None:
          accuracy_summary, accuracy, cfg.max_train_frames)]
     score = pd.to_numeric(videos["video_score"], errors="coerce").fillna(-1).astype(int).to_numpy()
     tasks.append((Task("video", list(SCORE_CLASSES), score, video_x, patient), video_summary, weighted_f1, None))
-    column, classes, y_cls = video_targets(videos, target)
+    column, classes, y_cls = resolve_target(videos, target)
     tasks.append((Task("cnn_lstm", classes, y_cls.to_numpy(), video_x, patient),
                   lambda per_fold, c=classes: class_summary(per_fold, c), accuracy, None))
     covid = patient_covid_labels(manifest)

@@ -18,8 +18,7 @@ from lus.config.base import load_section
 from lus.config.data import SplitSection
 from lus.config.frame_model import FrameModelSection
 from lus.io import read_json, write_csv, write_json, write_text
-from lus.data.manifest import read_manifest
-from lus.data.targets import patient_covid_labels
+from lus.data.manifest import patient_covid_labels, read_manifest
 from lus.metrics.classification import summarise_cnn_lstm
 from lus.metrics.patient import patient_covid_detection
 from lus.metrics.video import summarize_folds

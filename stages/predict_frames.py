@@ -34,15 +34,16 @@ import torch
 from lus.config.base import load_section
 from lus.config.data import BaseSection
 from lus.config.frame_model import FrameModelSection
+from lus.data.folds import load_folds
 from lus.data.frame_dataset import load_frame_table, read_index
 from lus.data.manifest import read_manifest
 from lus.io import atomic_dir, read_json, write_csv, write_json, write_parquet
 from lus.metrics.frame import confusion_rows, frame_metrics
-from lus.models.frame_models import build_frame_model
+from lus.models.frame_models import build_frame_model, model_spec
 from lus.report.localization import crop_panel, marker_coverage, pick_frames, write_png
 from lus.report.seg_overlays import save_message
 from lus.runtime import resolve_device, seed_everything
-from lus.train.frame import model_spec, predict
+from lus.train.frame import predict
 from stages._cli import run, stage_parser
 
 THETA_COLUMNS = [f"theta{k}_{i}" for k in (1, 2) for i in range(6)]
@@ -123,9 +124,7 @@ def main(args: argparse.Namespace) -> None:
     sec = load_section(FrameModelSection, args.params)
     torch.set_num_threads(sec.num_threads if sec.num_threads > 0 else max(1, os.cpu_count() or 1))
     seed_everything(base.seed)
-    folds = read_json(args.folds).get("folds", [])
-    if not folds:
-        raise ValueError(f"{args.folds}: no folds")
+    folds = load_folds(args.folds)
     frames_dir, models_dir = Path(args.frames), Path(args.models)
     if not frame_models_applicable(models_dir, len(folds)):
         write_not_applicable(args)

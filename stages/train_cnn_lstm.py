@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from lus.config.base import load_section
 from lus.config.cnn_lstm import CnnLstmSection
 from lus.config.data import BaseSection
-from lus.data.folds import load_folds
-from lus.data.manifest import read_manifest
-from lus.data.targets import video_targets
+from lus.data.folds import fold_partitions, load_folds
+from lus.data.manifest import read_manifest, resolve_target
 from lus.data.video_sampling import FeatureCache, sequence_features
 from lus.io import write_csv, write_json
 from lus.metrics.classification import classification_scores
@@ -45,6 +44,8 @@ from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
 from lus.train.loop import TrainConfig, fit
 from stages._cli import run, stage_parser
+
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Train the CNN-LSTM video classifier of one patient-wise fold.")
@@ -89,17 +90,15 @@ def main(args: argparse.Namespace) -> None:
     k, seed = args.fold, base.seed + args.fold
     seed_everything(seed)
     out = Path(args.out)
-    folds = load_folds(args.folds)
-    if not 0 <= k < len(folds):
-        raise ValueError(f"{args.folds}: fold {k} does not exist (folds 0..{len(folds) - 1})")
+    parts = fold_partitions(load_folds(args.folds), k, str(args.folds))
     index = pd.read_csv(Path(args.frames) / "index.csv", dtype={"video_id": str}) \
         if (Path(args.frames) / "index.csv").is_file() else None
     if index is None:
         raise FileNotFoundError(f"frame index not found: {Path(args.frames) / 'index.csv'} (run: dvc repro extract_frames)")
     manifest = read_manifest(args.manifest)
     videos = manifest[manifest["video_id"].isin(set(index["video_id"]))].sort_values("video_id").reset_index(drop=True)
-    column, classes, y_all = video_targets(videos, cfg.target)
-    part_of = {str(p): part for part in ("train", "val", "test") for p in folds[k][part]}
+    column, classes, y_all = resolve_target(videos, cfg.target)
+    part_of = {p: part for part, ids in parts.items() for p in ids}
     videos["part"] = videos["patient_id"].astype(str).map(part_of).fillna("")
     videos["y"] = y_all.to_numpy()
     videos = videos[videos["y"] >= 0].reset_index(drop=True)

@@ -37,16 +37,18 @@ import torch
 from lus.config.base import load_section
 from lus.config.data import BaseSection
 from lus.config.frame_model import FrameModelSection
+from lus.data.folds import fold_partitions, load_folds
 from lus.data.frame_dataset import load_frame_table
 from lus.data.manifest import read_manifest
-from lus.io import read_json, write_json, write_text, write_torch
+from lus.io import write_json, write_text, write_torch
+from lus.labels import SCORES
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
 from lus.train.frame import train_frame_fold
 from lus.train.loop import checkpoint_finished
 from stages._cli import run, stage_parser
 
-CLASSES = [0, 1, 2, 3]
+CLASSES = list(SCORES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fold_patients(folds_path: str | Path, fold: int) -> dict[str, list[str]]:
-    doc = read_json(folds_path)
-    folds = doc.get("folds", [])
-    if not 0 <= fold < len(folds):
-        raise ValueError(f"{folds_path}: fold {fold} does not exist (folds 0..{len(folds) - 1})")
-    return {part: [str(p) for p in folds[fold].get(part, [])] for part in ("train", "val", "test")}
+    return fold_partitions(load_folds(folds_path), fold, str(folds_path))
 
 
 def data_digest(images: torch.Tensor, targets: np.ndarray) -> str:

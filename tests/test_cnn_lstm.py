@@ -63,7 +63,7 @@ def write_video_dataset(root: Path, n_patients: int = 12, frames: int = 30, size
 def write_frame_model(folder: Path, fold: int, seed: int, arch: str = "cnn", size: int = 32) -> Path:
     """A (random-init) frame model folder as train_frame writes it: model.pt + meta.json with params."""
     from lus.config.frame_model import FrameModelSection
-    from lus.train.frame import model_spec
+    from lus.models.frame_models import model_spec
     from lus.models.frame_models import build_frame_model
 
     sec = FrameModelSection.from_dict({"arch": arch, "input_size": size, "crop_size": 32, "width": 0.25})
@@ -248,13 +248,13 @@ def test_stage_beats_chance_reuses_cache_and_uses_its_own_fold(tmp_path, capsys)
 
 
 def test_target_falls_back_to_video_score(tmp_path):
-    from lus.data.targets import video_targets
+    from lus.data.manifest import resolve_target
 
     paths = write_video_dataset(tmp_path, n_patients=3, diagnosis=False)
     man = pd.read_csv(paths["manifest"])
-    col, classes, y = video_targets(man, "auto")
+    col, classes, y = resolve_target(man, "auto")
     assert col == "video_score" and classes == ["score0", "score1", "score2", "score3"]
     assert y.tolist() == man["video_score"].tolist()
     man["diagnosis"] = [DIAG[i % 3] for i in range(len(man))]
-    assert video_targets(man, "auto")[0] == "diagnosis"
-    assert video_targets(man, "video_score")[0] == "video_score"
+    assert resolve_target(man, "auto")[0] == "diagnosis"
+    assert resolve_target(man, "video_score")[0] == "video_score"

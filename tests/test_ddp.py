@@ -14,7 +14,7 @@ import yaml
 from lus.config.frame_model import FrameModelSection
 from lus.data.frame_dataset import write_toy_shards
 from lus.models.frame_models import build_frame_model
-from lus.train.frame import model_spec
+from lus.models.frame_models import model_spec
 from tests.helpers import PROJECT_ROOT, pipeline_env
 
 # torchrun starts this in every process: the stage module, unchanged, except that ranks other than 0 get

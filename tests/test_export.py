@@ -21,7 +21,7 @@ from lus.data.manifest import MANIFEST_COLUMNS
 from lus.export.bundle import FORMAT, load_bundle
 from lus.export.package import export_models
 from lus.models.frame_models import build_frame_model
-from lus.train.frame import model_spec
+from lus.models.frame_models import model_spec
 from tests.conftest import PROJECT_ROOT
 
 FOLDS = [0, 1]

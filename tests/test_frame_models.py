@@ -267,7 +267,8 @@ def test_localisation_on_downsampled_frame():
 
 
 def test_schedule_ema_and_augment_params_reach_the_loop():
-    from lus.train.frame import augment_config, model_spec, train_config
+    from lus.models.frame_models import model_spec
+    from lus.train.frame import augment_config, train_config
 
     sec = FrameModelSection.from_dict({"scheduler": "warmup_cosine", "warmup_epochs": 1.5, "final_lr_ratio": 0.05,
                                        "ema_decay": 0.98, "crop_scale_min": 0.7, "loc_input_size": 32})
@@ -286,4 +287,20 @@ def test_macro_f1_matches_sklearn():
     rng = np.random.default_rng(0)
     for _ in range(5):
         y, p = rng.integers(0, 4, 50), rng.integers(0, 3, 50)   # class 3 never predicted
-        assert macro_f1(y, p) == pytest.approx(f1_score(y, p, labels=[0, 1, 2, 3], average="macro", zero_division=0))
+        assert macro_f1(y, p) == f1_score(y, p, average="macro", zero_division=0)
+    # the one definition: classes neither true nor predicted are left out (not counted as F1 = 0) ...
+    y, p = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    assert macro_f1(y, p, 4) == pytest.approx((2 / 3 + 0.8) / 2)
+    # ... and a class predicted but never true counts with F1 = 0 (its false positives are not hidden)
+    y, p = np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1])
+    assert macro_f1(y, p, 4) == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
+    assert macro_f1(y, p, 4) == f1_score(y, p, average="macro", zero_division=0)
+
+
+def test_frame_and_video_metrics_use_the_same_macro_f1():
+    from lus.metrics.classification import classification_scores, macro_f1
+    from lus.metrics.frame import classification_metrics
+
+    y, p = np.array([0, 0, 1, 1, 3]), np.array([0, 2, 1, 1, 3])
+    assert classification_metrics(y, p)["f1_macro"] == macro_f1(y, p, 4)
+    assert classification_scores(y, p, ["a", "b", "c", "d"])["f1_macro"] == pytest.approx(macro_f1(y, p, 4), abs=1e-15)

@@ -12,11 +12,14 @@ import pandas as pd
 import pytest
 
 from lus.cli import main as cli_main
+from lus.config.aggregator import paper_config
 from lus.data import iclus
+from lus.data.folds import make_patient_folds
 from lus.data.iclus import (
-    PINNED_SHA256, PickleTrustError, convert_iclus, join_iclus, load_frame_predictions, make_patient_folds,
-    read_xlsx, sha256_file,
+    PINNED_SHA256, PickleTrustError, convert_iclus, join_iclus, load_frame_predictions, read_xlsx, sha256_file,
 )
+from lus.evaluation.iclus import iclus_videos
+from lus.train.aggregator import run_folds
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ICLUS = SHARED / "iclus-frame-predictions"
@@ -151,16 +154,15 @@ def test_run_folds_on_fake_data() -> None:
         for t, p in enumerate(rng.dirichlet(alpha, 15)):
             rows.append({"video_id": vid, "patient_id": pid, "frame_index": t, **{f"p{c}": p[c] for c in range(4)}})
     folds = make_patient_folds(videos, 3, seed=0)
-    cfg = iclus.paper_config("product")
-    tables, fits = iclus.run_folds(pd.DataFrame(rows), videos, folds,
-                                   {"product": cfg, "min": iclus.paper_config("min")})
+    cfg = paper_config("product")
+    tables, fits = run_folds(iclus_videos(pd.DataFrame(rows), videos), folds, {"product": cfg, "min": paper_config("min")})
     assert len(tables) == 3 and sum(len(t) for t in tables) == len(videos)
     assert {"pred_uninorm_product", "pred_uninorm_min", "pred_majority", "agg_min_3"} <= set(tables[0].columns)
     assert fits["min"][0]["method"] == "grid" and fits["product"][0]["method"] == "adam"
 
 
 def test_paper_config() -> None:
-    cfg = iclus.paper_config()
+    cfg = paper_config()
     assert (cfg.tnorm, cfg.off_diagonal, cfg.use_sord, cfg.zero_score_gap, cfg.lr, cfg.epochs, cfg.lr_gamma,
             cfg.init_neutral, cfg.earlystop) == ("product", "min", True, 0.5, 0.01, 30, 1.0, 0.0, "last")
 
@@ -193,7 +195,7 @@ def test_real_conversion_counts_and_sanity(tmp_path: Path, monkeypatch: pytest.M
     assert acc == pytest.approx(0.647, abs=5e-4)
     # pooled baselines (METHODS §2.9)
     from lus.metrics.video import video_metrics
-    from lus.models.uninorm import VideoSet
+    from lus.data.video_set import VideoSet
     from lus.models.video_baselines import baseline_predictions
 
     vs = VideoSet.from_frames(frames, dict(zip(videos["video_id"], videos["video_score"])))

@@ -17,10 +17,12 @@ import torch
 
 from lus.config.aggregator import PARAM_KEYS, AggregatorSection
 from lus.config.base import ParamsError
+from lus.data.video_set import VideoSet
+from lus.models.losses import sord_targets
 from lus.models.uninorm import (
-    VideoSet, aggregate, build_plan, class_weights, fit_aggregator, predict, reference_aggregate,
-    reference_uninorm, sord_targets, uninorm,
+    aggregate, build_plan, class_weights, predict, reference_aggregate, reference_uninorm, uninorm,
 )
+from lus.train.aggregator import fit_aggregator
 
 ROOT = Path(__file__).resolve().parents[1]
 TNORMS = ("product", "lukasiewicz", "min")
@@ -171,14 +173,14 @@ def test_gradients_are_finite(tnorm: str, rule: str) -> None:
 # ---------------------------------------------------------------------------------------------- targets
 
 def test_sord_targets_match_methods() -> None:
-    q = sord_targets([0, 1, 2, 3], zero_score_gap=0.5)
+    q = sord_targets([0, 1, 2, 3], zero_gap=0.5, dtype=D).numpy()
     np.testing.assert_allclose(q[0], [0.989, 0.011, 0.0, 0.0], atol=5e-4)
     np.testing.assert_allclose(q[1], [0.0097, 0.872, 0.118, 0.0003], atol=5e-4)
     # y = 2, 3 as in METHODS §1.3 (differences from the gap are below 4e-4)
     np.testing.assert_allclose(q[2], [0.0003, 0.107, 0.787, 0.107], atol=1e-3)
     np.testing.assert_allclose(q[3], [0.0, 0.0003, 0.119, 0.880], atol=1e-3)
     np.testing.assert_allclose(q.sum(1), 1.0)
-    q0 = sord_targets([0, 1, 2, 3], zero_score_gap=0.0)  # evenly spaced: exactly the §1.3 table
+    q0 = sord_targets([0, 1, 2, 3], zero_gap=0.0, dtype=D).numpy()  # evenly spaced: exactly the §1.3 table
     np.testing.assert_allclose(q0, [[.880, .119, .0003, 0], [.107, .787, .107, .0003],
                                     [.0003, .107, .787, .107], [0, .0003, .119, .880]], atol=1e-3)
 
@@ -392,7 +394,7 @@ def _assert_numbers_only(obj) -> None:
 
 def test_single_tensor_adam_is_bit_identical_to_torch_adam_with_multisteplr() -> None:
     """The aggregator's own Adam (no TorchDynamo import) must reproduce torch.optim.Adam + MultiStepLR exactly."""
-    from lus.models.uninorm import SingleTensorAdam
+    from lus.train.aggregator import SingleTensorAdam
 
     target = torch.tensor([0.7, 0.1, 0.4, 0.9], dtype=torch.float64)
     start = torch.tensor([0.0, 0.5, 0.2, 1.0], dtype=torch.float64)

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from lus.metrics.video import METRICS, fold_metrics, summarize_folds, video_metrics
-from lus.models.uninorm import VideoSet
+from lus.data.video_set import VideoSet
 from lus.models.video_baselines import BASELINES, baseline_predictions
 
 

@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from lus.config.base import ParamsError, Section, bounded, choice, listof
+from lus.labels import N_SCORES as N_CLASSES
 
-N_CLASSES = 4
 TNORMS = ("product", "lukasiewicz", "min")
 OFF_DIAGONAL_RULES = ("min", "mean", "max")
 EARLYSTOP_RULES = ("last", "train_loss", "train_acc")
@@ -62,3 +62,11 @@ class AggregatorSection(Section):
 
 # Exact keys of this section, for the ``params:`` list of the train_aggregator stage in dvc.yaml.
 PARAM_KEYS = tuple(f"aggregator.{f.name}" for f in dataclasses.fields(AggregatorSection))
+
+
+def paper_config(tnorm: str = "product") -> AggregatorSection:
+    """The paper's Table 2 settings (SORD, gap 0.5, lr 0.01, 30 epochs, constant lr, init 0, last)."""
+    return dataclasses.replace(AggregatorSection(), tnorm=tnorm, off_diagonal="min", use_sord=True,
+                               zero_score_gap=0.5, sord_multiplier=2.0, loss="ce", rebalance_scores=False,
+                               init_neutral=0.0, lr=0.01, lr_gamma=1.0, lr_milestones=[15, 20, 25], epochs=30,
+                               earlystop="last")

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from lus.io import read_json
 
 
 class SplitError(ValueError):
@@ -158,15 +161,126 @@ def fold_class_counts(doc: dict[str, Any], videos: pd.DataFrame, label: str) -> 
     return out
 
 
+def fold_partitions(folds: Sequence[dict[str, list[str]]], fold: int, source: str = "the folds file"
+                    ) -> dict[str, list[str]]:
+    """``{"train", "val", "test"}`` patient ids (str, in file order) of one fold; an out-of-range fold is
+    refused naming ``source`` and the valid range (the stages' ``--fold``)."""
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"{source}: fold {fold} is out of range (folds 0..{len(folds) - 1})")
+    return {part: [str(p) for p in folds[fold].get(part, [])] for part in ("train", "val", "test")}
+
+
 def patients_of(folds: Sequence[dict[str, list[str]]], fold: int, parts: Iterable[str]) -> set[str]:
     """Patient ids of the given partitions of one fold (e.g. ``("train", "val")``)."""
-    if not 0 <= fold < len(folds):
-        raise ValueError(f"fold {fold} does not exist; the folds file has folds 0..{len(folds) - 1}")
-    return {p for part in parts for p in folds[fold][part]}
+    spec = fold_partitions(folds, fold)
+    return {p for part in parts for p in spec[part]}
 
 
-def load_folds(path: str) -> list[dict[str, list[str]]]:
-    """Read ``data/splits/folds.json`` (written and checked by the split stage) as a list of folds."""
-    from lus.io import read_json
-
+def load_folds(path: str | Path) -> list[dict[str, list[str]]]:
+    """Read ``data/splits/folds.json`` (written and checked by the split stage) as a list of folds; the one
+    parser of a folds file (a malformed one raises :class:`SplitError` naming the file)."""
     return _as_fold_list(read_json(path), str(path))
+
+
+def test_fold_of(folds: Sequence[dict[str, list[str]]]) -> dict[str, int]:
+    """Patient id -> the fold in which it is a test patient (out-of-fold frame predictions come from it)."""
+    return {str(p): k for k, fold in enumerate(folds) for p in fold.get("test", [])}
+
+
+# ------------------------------------------------------------------------- aggregator protocols (METHODS §2.7)
+# A protocol's folds document has the folds.json shape plus ``protocol`` and ``group_key``: the ids in
+# ``train``/``test`` are patient ids (``patient_id``) or, for leave-one-video-out and the ICLUS
+# train/test split, video ids (``video_id``). ``val`` is empty: the aggregator has no model selection.
+
+PROTOCOLS = ("kfold", "traintest", "lopo", "lovo")
+
+
+def _video_table(videos: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    """``videos`` with string ids, after checking it has ``cols``."""
+    missing = [c for c in cols if c not in videos.columns]
+    if missing:
+        raise ValueError(f"videos: missing column(s) {', '.join(missing)}")
+    ids = {c: videos[c].astype(str) for c in ("video_id", "patient_id") if c in videos.columns}
+    return videos.assign(**ids)
+
+
+def make_patient_folds(videos: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Deterministic patient-wise folds stratified by video score (METHODS §2.7, greedy variant).
+
+    Patients are sorted, shuffled with ``seed``, then taken largest first (stable); each goes to the
+    fold that currently holds the fewest videos of that patient's scores (ties: fewest videos, then
+    lowest fold index). ``val`` is empty: the aggregator has no model selection.
+    """
+    videos = _video_table(videos, ["patient_id", "video_score"])
+    patients = sorted(videos["patient_id"].unique())
+    if len(patients) < n_folds:
+        raise ValueError(f"cannot make {n_folds} patient-wise folds from {len(patients)} patients")
+    rng = np.random.default_rng(seed)
+    order = [patients[i] for i in rng.permutation(len(patients))]
+    scores_of = {p: g["video_score"].astype(int).to_numpy() for p, g in videos.groupby("patient_id")}
+    order = sorted(order, key=lambda p: -len(scores_of[p]))  # stable: the seeded order breaks ties
+    n_classes = int(max(4, videos["video_score"].max() + 1))
+    per_class = np.zeros((n_folds, n_classes), dtype=np.int64)
+    test: list[list[str]] = [[] for _ in range(n_folds)]
+    for p in order:
+        s = scores_of[p]
+        cost = [(int(sum(per_class[f, k] for k in s)), int(per_class[f].sum()), f) for f in range(n_folds)]
+        f = min(cost)[2]
+        np.add.at(per_class[f], s, 1)
+        test[f].append(p)
+    folds = []
+    for f in range(n_folds):
+        t = sorted(test[f])
+        folds.append({"train": sorted(set(patients) - set(t)), "val": [], "test": t})
+    return {"seed": seed, "group_key": "patient_id", "stratify_by": "video_score", "method": "greedy_stratified",
+            "folds": folds}
+
+
+def leave_one_out_folds(videos: pd.DataFrame, group_key: str) -> dict[str, Any]:
+    """One fold per patient (``group_key="patient_id"``, LOPO) or per video (``"video_id"``, LOVO).
+
+    LOVO keeps the test video's other videos of the same patient in training, as the original code does;
+    it is the leakiest protocol and is reported for comparison with the paper only."""
+    if group_key not in ("patient_id", "video_id"):
+        raise ValueError(f"group_key must be patient_id or video_id, got {group_key!r}")
+    videos = _video_table(videos, ["video_id", "patient_id"])
+    ids = sorted(videos[group_key].unique())
+    if len(ids) < 2:
+        raise ValueError(f"leave-one-out over {group_key} needs at least 2 distinct ids, got {len(ids)}")
+    folds = [{"train": [i for i in ids if i != held], "val": [], "test": [held]} for held in ids]
+    return {"seed": None, "group_key": group_key, "stratify_by": "none",
+            "method": "leave_one_patient_out" if group_key == "patient_id" else "leave_one_video_out", "folds": folds}
+
+
+def train_test_folds(videos: pd.DataFrame, split_column: str) -> dict[str, Any]:
+    """A single fold from a per-video ``train``/``test`` column (ICLUS: the frame model's
+    ``train_test_split.csv``, joined per video as ``frame_model_split``). Ids are video ids, because the
+    published split names patients by their spreadsheet identity, which differs from the pickle's for
+    some videos; a video with another value (or none) is refused."""
+    videos = _video_table(videos, ["video_id", "patient_id", split_column])
+    split = videos[split_column].astype(str)
+    bad = videos.loc[~split.isin(["train", "test"]), "video_id"].tolist()
+    if bad:
+        raise ValueError(f"videos: column {split_column!r} must be 'train' or 'test' for every video; "
+                         f"{len(bad)} video(s) are not, e.g. {', '.join(bad[:5])}")
+    train = sorted(videos.loc[split == "train", "video_id"])
+    test = sorted(videos.loc[split == "test", "video_id"])
+    if not train or not test:
+        raise ValueError(f"videos: column {split_column!r} has an empty train or test part")
+    return {"seed": None, "group_key": "video_id", "stratify_by": "none", "method": f"train_test:{split_column}",
+            "folds": [{"train": train, "val": [], "test": test}]}
+
+
+def protocol_folds(videos: pd.DataFrame, protocol: str, n_folds: int = 5, seed: int = 0,
+                   split_column: str = "frame_model_split") -> dict[str, Any]:
+    """The folds document of ``protocol`` (one of :data:`PROTOCOLS`) for a per-video table with
+    ``video_id, patient_id, video_score`` (and ``split_column`` for ``traintest``)."""
+    if protocol == "kfold":
+        doc = make_patient_folds(videos, n_folds, seed)
+    elif protocol == "traintest":
+        doc = train_test_folds(videos, split_column)
+    elif protocol in ("lopo", "lovo"):
+        doc = leave_one_out_folds(videos, "patient_id" if protocol == "lopo" else "video_id")
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return doc if protocol == "kfold" else {"protocol": protocol, **doc}

@@ -1,4 +1,4 @@
-"""ICLUS public frame predictions of Roy et al. 2020 (DATA.md §4): safe conversion and Table 2.
+"""ICLUS public frame predictions of Roy et al. 2020 (DATA.md §4): safe conversion and loading.
 
 The folder ``../shared/data/iclus-frame-predictions/`` holds the only public real inputs of the
 uninorm aggregator: ``frame_predictions.pkl`` (a pickled pandas DataFrame, one row per frame), two
@@ -14,7 +14,8 @@ loaded implicitly. :func:`load_frame_predictions` refuses unless
 
 The bytes are read once, hashed and unpickled from memory (no check/use race). :func:`convert_iclus`
 runs this once and writes a safe Parquet copy (``frames.parquet``) plus ``videos.csv`` and
-``source.json``; everything else reads only the safe copy.
+``source.json``; everything else reads only the safe copy (:func:`load_iclus`). Table 2 on this data:
+:mod:`lus.evaluation.iclus`.
 
 Join (DATA.md §4): strip ``.mat`` from ``filenames``; mapping ⋈ annotations on ``Video``; ⋈
 predictions on the file name; hospital and patient come from the pickle (the xlsx disagrees for
@@ -28,14 +29,12 @@ import importlib
 import io
 import logging
 import pickle
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from lus.config.aggregator import AggregatorSection
 from lus.data.manifest import safe_video_id
 from lus.io import read_json, write_csv, write_json, write_parquet, write_text
 
@@ -64,14 +63,6 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], tuple[str, str]] = {
     ("numpy", "dtype"): ("numpy", "dtype"),
     ("builtins", "slice"): ("builtins", "slice"),
 }
-
-TABLE2 = {  # Roy et al. 2020, Table 2: weighted F1 / precision / recall, mean ± std over 5 folds (%)
-    "uninorm": {"f1_weighted": (61, 12), "precision_weighted": (70, 19), "recall_weighted": (60, 7)},
-    "argmax_mean": {"f1_weighted": (51, 12), "precision_weighted": (56, 19), "recall_weighted": (53, 9)},
-    "max_argmax": {"f1_weighted": (46, 21), "precision_weighted": (55, 27), "recall_weighted": (49, 18)},
-}
-POOLED_REFERENCE = {"argmax_mean": 53.2, "max_argmax": 46.9, "majority": 54.6}  # METHODS §2.9, weighted F1 %
-
 
 class PickleTrustError(ValueError):
     """The pickle was not loaded: no explicit trust, unknown checksum or a forbidden object inside."""
@@ -266,180 +257,3 @@ def load_iclus(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     videos = pd.read_csv(videos_path, dtype={"video_id": str, "patient_id": str, "hospital": str, "patient": str,
                                              "filename": str, "frame_model_split": str}, keep_default_na=False)
     return pd.read_parquet(frames_path), videos
-
-
-# --------------------------------------------------------------------------------------------------
-# folds and Table 2
-
-def make_patient_folds(videos: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Deterministic patient-wise folds stratified by video score (METHODS §2.7, greedy variant).
-
-    Patients are sorted, shuffled with ``seed``, then taken largest first (stable); each goes to the
-    fold that currently holds the fewest videos of that patient's scores (ties: fewest videos, then
-    lowest fold index). ``val`` is empty: the aggregator has no model selection.
-    """
-    _require(videos, ["patient_id", "video_score"], "videos")
-    patients = sorted(videos["patient_id"].astype(str).unique())
-    if len(patients) < n_folds:
-        raise ValueError(f"cannot make {n_folds} patient-wise folds from {len(patients)} patients")
-    rng = np.random.default_rng(seed)
-    order = [patients[i] for i in rng.permutation(len(patients))]
-    scores_of = {p: g["video_score"].astype(int).to_numpy() for p, g in videos.groupby("patient_id")}
-    order = sorted(order, key=lambda p: -len(scores_of[p]))  # stable: the seeded order breaks ties
-    n_classes = int(max(4, videos["video_score"].max() + 1))
-    per_class = np.zeros((n_folds, n_classes), dtype=np.int64)
-    test: list[list[str]] = [[] for _ in range(n_folds)]
-    for p in order:
-        s = scores_of[p]
-        cost = [(int(sum(per_class[f, k] for k in s)), int(per_class[f].sum()), f) for f in range(n_folds)]
-        f = min(cost)[2]
-        np.add.at(per_class[f], s, 1)
-        test[f].append(p)
-    folds = []
-    for f in range(n_folds):
-        t = sorted(test[f])
-        folds.append({"train": sorted(set(patients) - set(t)), "val": [], "test": t})
-    return {"seed": seed, "group_key": "patient_id", "stratify_by": "video_score", "method": "greedy_stratified",
-            "folds": folds}
-
-
-def paper_config(tnorm: str = "product") -> AggregatorSection:
-    """The paper's Table 2 settings (SORD, gap 0.5, lr 0.01, 30 epochs, constant lr, init 0, last)."""
-    return replace(AggregatorSection(), tnorm=tnorm, off_diagonal="min", use_sord=True, zero_score_gap=0.5,
-                   sord_multiplier=2.0, loss="ce", rebalance_scores=False, init_neutral=0.0, lr=0.01, lr_gamma=1.0,
-                   lr_milestones=[15, 20, 25], epochs=30, earlystop="last")
-
-
-def run_folds(frames: pd.DataFrame, videos: pd.DataFrame, folds: Mapping[str, Any],
-              configs: Mapping[str, AggregatorSection], seed: int = 0
-              ) -> tuple[list[pd.DataFrame], dict[str, list[dict[str, Any]]]]:
-    """Train one aggregator per fold and config; return per-fold prediction tables and the fits.
-
-    Each table has ``pred_uninorm_<config>`` and ``agg_<config>_<c>`` columns for every config and
-    the baselines' ``pred_<baseline>`` columns once.
-    """
-    from lus.models.uninorm import VideoSet, run_fold
-
-    scores = dict(zip(videos["video_id"].astype(str), videos["video_score"].astype(int)))
-    allv = VideoSet.from_frames(frames, scores)
-    patients = np.asarray(allv.patient_ids)
-    tables: list[pd.DataFrame] = []
-    fits: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
-    for k, fold in enumerate(folds["folds"]):
-        train_p = set(fold["train"]) | set(fold.get("val", []))
-        test_p = set(fold["test"])
-        if train_p & test_p:
-            raise ValueError(f"fold {k}: patients in both train and test: {sorted(train_p & test_p)[:5]}")
-        train = allv.subset(np.isin(patients, list(train_p)))
-        test = allv.subset(np.isin(patients, list(test_p)))
-        table = None
-        for name, cfg in configs.items():
-            fit, pred = run_fold(train, test, cfg, k, seed)
-            fits[name].append({"fold": k, "n_train_videos": len(train), "n_test_videos": len(test), **fit.to_dict()})
-            renamed = pred.rename(columns={"pred_uninorm": f"pred_uninorm_{name}",
-                                           **{f"agg_{c}": f"agg_{name}_{c}" for c in range(4)}})
-            if table is None:
-                table = renamed
-            else:
-                table = table.join(renamed[[f"pred_uninorm_{name}"] + [f"agg_{name}_{c}" for c in range(4)]])
-        assert table is not None
-        tables.append(table)
-    return tables, fits
-
-
-def _pm(summary: Mapping[str, Any], method: str, metric: str) -> str:
-    m = summary[method]
-    return f"{100 * m[metric + '_mean']:.1f} ± {100 * m[metric + '_std']:.1f}"
-
-
-def _pooled(summary: Mapping[str, Any], method: str, metric: str) -> str:
-    return f"{100 * summary[method][metric + '_pooled']:.1f}"
-
-
-def _paper(method: str, metric: str) -> str:
-    ref = TABLE2.get(method, {}).get(metric)
-    return f"{ref[0]} ± {ref[1]}" if ref else "–"
-
-
-def render_table(summary: Mapping[str, Any], fits: Mapping[str, list[dict[str, Any]]], folds: Mapping[str, Any],
-                 counts: Mapping[str, int], command: str) -> str:
-    """Markdown report: Table 2 next to the paper, t-norms side by side, all baselines, neutral elements."""
-    lines = [
-        "# ICLUS video scores: uninorm aggregator vs baselines (Roy et al. 2020, Table 2)",
-        "",
-        f"Data: public ICLUS frame predictions, {counts['videos']} videos, {counts['patients']} patients, "
-        f"{counts['frames']} frames. {summary['n_folds']} patient-wise folds stratified by video score "
-        f"(greedy, seed {folds['seed']}); paper settings: SORD (m 2, zero-score gap 0.5), soft cross-entropy, "
-        "full-batch Adam lr 0.01, 30 epochs, constant lr, e initialised to 0, last epoch, off-diagonal min. "
-        "Values in %, mean ± population std over folds; pooled = all test videos together. The paper's folds "
-        "are unknown, so fold-level numbers are comparable only in distribution (fold std ≈ 12 points).",
-        "",
-        f"Command: `{command}`",
-        "",
-        "## Table 2 (ours vs paper)",
-        "",
-        "| method | weighted F1 | precision | recall | paper F1 | paper precision | paper recall "
-        "| pooled F1 | pooled precision | pooled recall |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    rows = [("uninorm (product)", "uninorm_product", "uninorm"), ("argmax_mean", "argmax_mean", "argmax_mean"),
-            ("max_argmax", "max_argmax", "max_argmax"), ("majority", "majority", "majority")]
-    metrics3 = ("f1_weighted", "precision_weighted", "recall_weighted")
-    for label, key, paper_key in rows:
-        lines.append(f"| {label} | " + " | ".join(_pm(summary, key, m) for m in metrics3) + " | "
-                     + " | ".join(_paper(paper_key, m) for m in metrics3) + " | "
-                     + " | ".join(_pooled(summary, key, m) for m in metrics3) + " |")
-    tnorms = [k for k in ("product", "lukasiewicz", "min") if f"uninorm_{k}" in summary]
-    lines += ["", "## t-norms side by side (same folds and settings; min: e per class by grid search of the "
-              "training loss on the training folds, since gradients w.r.t. e vanish)", "",
-              "| metric | " + " | ".join(tnorms) + " | " + " | ".join(f"{t} pooled" for t in tnorms) + " |",
-              "|---|" + "---|" * (2 * len(tnorms))]
-    names = {"f1_weighted": "weighted F1", "precision_weighted": "weighted precision",
-             "recall_weighted": "weighted recall", "accuracy": "accuracy", "covid_accuracy": "COVID/no-COVID accuracy"}
-    for metric, label in names.items():
-        lines.append(f"| {label} | " + " | ".join(_pm(summary, f"uninorm_{t}", metric) for t in tnorms) + " | "
-                     + " | ".join(_pooled(summary, f"uninorm_{t}", metric) for t in tnorms) + " |")
-    if "lukasiewicz" in tnorms:
-        lines += ["", "Lukasiewicz with e initialised to 0 (paper setting): S(a, b) = min(1, a + b) saturates every "
-                  "class to 1 within a few frames, the gradient through the saturation is exactly 0, so e stays at 0 "
-                  "and every video ties (argmax -> score 0). This is a property of the setting, not a numerical bug."]
-    lines += ["", "## All methods (mean ± std over folds / pooled)", "",
-              "| method | " + " | ".join(names.values()) + " |", "|---|" + "---|" * len(names)]
-    for method in [k for k in summary if isinstance(summary[k], dict)]:
-        lines.append(f"| {method} | " + " | ".join(f"{_pm(summary, method, m)} / {_pooled(summary, method, m)}"
-                                                   for m in names) + " |")
-    lines += ["", "Sanity reference (METHODS §2.9, pooled weighted F1 over 58 videos): "
-              + ", ".join(f"{k} ≈ {v} (ours {_pooled(summary, k, 'f1_weighted')})" for k, v in POOLED_REFERENCE.items()
-                          if k in summary), "",
-              "## Neutral elements per fold (e_0..e_3)", "", "| t-norm | fold | e_0 | e_1 | e_2 | e_3 | fit |",
-              "|---|---|---|---|---|---|---|"]
-    for name, per in fits.items():
-        for f in per:
-            lines.append(f"| {name} | {f['fold']} | " + " | ".join(f"{v:.3f}" for v in f["neutral"])
-                         + f" | {f['method']} |")
-    return "\n".join(lines) + "\n"
-
-
-def iclus_table(data_dir: str | Path, out_dir: str | Path, n_folds: int = 5, seed: int = 0,
-                tnorms: Iterable[str] = ("product", "lukasiewicz", "min"), command: str = "") -> dict[str, Any]:
-    """Run the aggregator (paper settings, each t-norm) and the baselines on the converted ICLUS data.
-
-    Writes ``table.md``, ``metrics.json`` (flat numbers), ``folds.json``, ``predictions.csv`` and
-    ``fits.json`` to ``out_dir``; returns the metrics summary.
-    """
-    from lus.metrics.video import summarize_folds
-
-    frames, videos = load_iclus(data_dir)
-    folds = make_patient_folds(videos, n_folds, seed)
-    configs = {t: paper_config(t) for t in tnorms}
-    tables, fits = run_folds(frames, videos, folds, configs, seed)
-    summary = summarize_folds(tables)
-    counts = {"videos": int(len(videos)), "patients": int(videos["patient_id"].nunique()), "frames": int(len(frames))}
-    out_dir = Path(out_dir)
-    write_json(out_dir / "folds.json", folds)
-    write_csv(out_dir / "predictions.csv", pd.concat(tables, ignore_index=True))
-    write_json(out_dir / "fits.json", {"seed": seed, "configs": {k: v.to_dict() for k, v in configs.items()},
-                                       "fits": fits})
-    write_json(out_dir / "metrics.json", summary)
-    write_text(out_dir / "table.md", render_table(summary, fits, folds, counts, command))
-    return summary

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lus.labels import DIAGNOSES, SCORE_CLASSES, SCORES
+
 MANIFEST_COLUMNS = [
     "video_id", "path", "patient_id", "hospital", "probe", "fps", "n_frames",
     "video_score", "diagnosis", "covid_positive", "frame_labels", "masks",
 ]
 REQUIRED_COLUMNS = ["video_id", "path", "patient_id"]
-DIAGNOSES = ("covid", "pneumonia", "healthy")
 PROBES = ("convex", "linear", "unknown")
-SCORES = (0, 1, 2, 3)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -176,3 +176,20 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     for col in ("n_frames", "video_score", "covid_positive"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def resolve_target(videos: pd.DataFrame, target: str) -> tuple[str, list[str], pd.Series]:
+    """(column, class names, per-video class index with -1 = unknown) for ``cnn_lstm.target``."""
+    diag = videos["diagnosis"].fillna("").astype(str).str.strip().str.lower()
+    if target == "diagnosis" or (target == "auto" and len(diag) and diag.isin(DIAGNOSES).all()):
+        idx = diag.map({d: i for i, d in enumerate(DIAGNOSES)}).fillna(-1).astype(int)
+        return "diagnosis", list(DIAGNOSES), idx
+    score = pd.to_numeric(videos["video_score"], errors="coerce")
+    return "video_score", list(SCORE_CLASSES), score.fillna(-1).astype(int)
+
+
+def patient_covid_labels(manifest: pd.DataFrame) -> dict[str, int]:
+    """patient_id -> COVID-19 test result (0/1) for the patients that have one."""
+    if "covid_positive" not in manifest.columns:
+        return {}
+    return {str(p): int(v) for p, v in zip(manifest["patient_id"], manifest["covid_positive"]) if not pd.isna(v)}

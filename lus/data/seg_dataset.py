@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 
 from lus.data import augment as A
+from lus.labels import N_SEG_CLASSES as N_CLASSES
 
-N_CLASSES = 5
 
 
 @dataclass

@@ -29,11 +29,12 @@ from torch import nn
 
 from lus.config.extract import ExtractSection
 from lus.io import read_json
+from lus.labels import SCORES
 
 FORMAT = "lus-export/1"
 MANIFEST = "manifest.json"
 AGGREGATOR = "aggregator.json"
-CLASSES = [0, 1, 2, 3]
+CLASSES = list(SCORES)
 
 
 def frame_file(fold: int) -> str:

@@ -45,8 +45,17 @@ def per_class_prf(y_true: Sequence[int], y_pred: Sequence[int], k: int) -> tuple
 
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], k: int = 4) -> float:
-    """Mean F1 over the classes 0..k-1 (sklearn ``labels=range(k), average="macro", zero_division=0``)."""
-    return float(np.mean(per_class_prf(y_true, y_pred, k)[2]))
+    """Mean F1 over the classes of 0..k-1 that occur in ``y_true`` or ``y_pred`` (the project's one macro-F1).
+
+    This is scikit-learn's default ``f1_score(average="macro", zero_division=0)``: a class that is
+    neither true nor predicted has no defined F1 and is left out (counting it as 0 would lower the score
+    for what the data lacks, e.g. a fold or an agreement subset without score-3 frames); a class that is
+    predicted but never true has F1 0 and counts (its false positives are not hidden). 0.0 for empty input.
+    """
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    _, _, f1, n_true = per_class_prf(y_true, y_pred, k)
+    seen = (n_true > 0) | (np.bincount(y_pred, minlength=k)[:k] > 0)
+    return float(np.mean(f1[seen])) if seen.any() else 0.0
 
 
 def weighted_prf(y_true: Sequence[int], y_pred: Sequence[int]) -> tuple[float, float, float]:
@@ -85,7 +94,10 @@ def classification_scores(y_true: Sequence[int], y_pred: Sequence[int], classes:
         out[f"{name}.support"] = float(tp + fn)
         f1s.append(f1)
         supports.append(tp + fn)
-    out["f1_macro"] = float(np.mean(f1s)) if f1s else 0.0
+    # the one macro-F1 definition (:func:`macro_f1`: classes true or predicted), averaged over the per-class
+    # F1 values reported above so the row reads consistently (same numbers up to the last bit)
+    seen = [s > 0 or cm[:, c].sum() > 0 for c, s in enumerate(supports)]
+    out["f1_macro"] = float(np.mean([f for f, s in zip(f1s, seen) if s])) if any(seen) else 0.0
     out["f1_weighted"] = _ratio(float(np.dot(f1s, supports)), float(np.sum(supports)))
     return out
 

@@ -22,14 +22,18 @@ Use :func:`frame_metrics` for the flat dict and :func:`confusion_rows` for the `
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, recall_score
 
-N_CLASSES = 4
-PROB_COLUMNS = [f"p{c}" for c in range(N_CLASSES)]
+from lus.data.frame_dataset import read_index
+from lus.labels import N_SCORES, PROB_COLUMNS
+from lus.metrics.classification import confusion_matrix, macro_f1
+
+N_CLASSES = N_SCORES
 DROP_K = (1, 3, 5, 7)
 SETTINGS = ("regular", *(f"drop_k{k}" for k in DROP_K), "video_ann", "a3", "a4")
 
@@ -44,20 +48,13 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     labels = list(range(n_classes))
     out["accuracy"] = float((y_true == y_pred).mean())
     present = sorted(set(y_true.tolist()))
-    out["f1_macro"] = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    out["f1_macro"] = macro_f1(y_true, y_pred, n_classes)
     out["f1_weighted"] = float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0))
     if per_class:
         rec = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
         for c in present:
             out[f"recall_{c}"] = float(rec[c])
     return out
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
-    """(n_classes, n_classes) counts, rows = actual, columns = predicted."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
-    return cm
 
 
 def transition_keep_mask(labels: np.ndarray, k: int) -> np.ndarray:
@@ -105,7 +102,7 @@ def setting_masks(df: pd.DataFrame, annotators: Mapping[str, np.ndarray] | None 
 
 
 def predictions(df: pd.DataFrame) -> np.ndarray:
-    return df[PROB_COLUMNS].to_numpy().argmax(axis=1)
+    return df[list(PROB_COLUMNS)].to_numpy().argmax(axis=1)
 
 
 def frame_metrics(df: pd.DataFrame, annotators: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
@@ -136,7 +133,7 @@ def frame_metrics(df: pd.DataFrame, annotators: Mapping[str, np.ndarray] | None 
         out["folds.regular.accuracy_mean"] = float(np.mean(fold_acc))
         out["folds.regular.accuracy_std"] = float(np.std(fold_acc))
     if masks["regular"].any():
-        cm = confusion_matrix(y[masks["regular"]], pred[masks["regular"]])
+        cm = confusion_matrix(y[masks["regular"]].astype(np.int64), pred[masks["regular"]].astype(np.int64), N_CLASSES)
         out.update({f"pooled.confusion.{i}_{j}": float(cm[i, j]) for i in range(N_CLASSES) for j in range(N_CLASSES)})
     return out
 
@@ -154,10 +151,6 @@ def confusion_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 def load_annotators(frames_dir, video_ids) -> dict[str, np.ndarray]:
     """``annotators`` arrays (A, T) of the shards that have them (for the agreement settings)."""
-    from pathlib import Path
-
-    from lus.data.frame_dataset import read_index
-
     frames_dir = Path(frames_dir)
     index = read_index(frames_dir)
     shard_of = dict(zip(index["video_id"], index["shard"]))
@@ -177,8 +170,6 @@ def evaluate_frame_predictions(predictions_path, frames_dir=None, prefix: str = 
     ``frames_dir`` (``data/frames``) adds the annotator-agreement settings when shards carry ``annotators``;
     ``localization`` (e.g. the ``localization.*`` entries of ``frame_metrics.json``) is merged as is.
     """
-    from pathlib import Path
-
     path = Path(predictions_path)
     if not path.is_file():
         raise FileNotFoundError(f"frame predictions not found: {path} (run the predict_frames stage first)")

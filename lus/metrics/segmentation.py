@@ -22,9 +22,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from lus.metrics.classification import fold_summary, mean_std  # noqa: F401  (re-exported)
+from lus.labels import N_SEG_CLASSES as N_CLASSES
+from lus.metrics.classification import confusion_matrix, fold_summary, mean_std  # noqa: F401  (re-exported)
 
-N_CLASSES = 5
 MARKER_CLASSES = (2, 3, 4)
 FOREGROUND = (1, 2, 3, 4)
 ORIG_CLASSES = (1, 3, 4)
@@ -48,7 +48,7 @@ def confusion(pred: np.ndarray, true: np.ndarray, n_classes: int = N_CLASSES) ->
         raise ValueError(f"prediction and truth differ in size: {pred.size} vs {true.size}")
     if pred.size and (min(pred.min(), true.min()) < 0 or max(pred.max(), true.max()) >= n_classes):
         raise ValueError(f"labels must lie in 0..{n_classes - 1}")
-    return np.bincount(true * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return confusion_matrix(true, pred, n_classes)
 
 
 def _dice_from_counts(tp: float, n_pred: float, n_true: float) -> float:

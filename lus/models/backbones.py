@@ -208,7 +208,7 @@ def frame_spec_from_meta(meta: dict[str, Any]) -> Any:
     """Rebuild the registry's ``FrameModelSpec`` from a frame model's ``meta.json``.
 
     train_frame stores its validated ``frame_model`` params under ``params``; the spec is derived from
-    them exactly as train_frame does (``lus.train.frame.model_spec``). ``pretrained`` is switched off:
+    them exactly as train_frame does (``lus.models.frame_models.model_spec``). ``pretrained`` is switched off:
     the trained weights are loaded right after, so nothing must be downloaded.
     """
     import dataclasses
@@ -219,7 +219,7 @@ def frame_spec_from_meta(meta: dict[str, Any]) -> Any:
     if isinstance(params, dict) and "arch" in params:
         try:
             from lus.config.frame_model import FrameModelSection
-            from lus.train.frame import model_spec
+            from lus.models.frame_models import model_spec
 
             spec = model_spec(FrameModelSection.from_dict(params))
         except (ImportError, ValueError):

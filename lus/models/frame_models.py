@@ -37,9 +37,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lus.config.frame_model import FrameModelSection
+from lus.labels import N_SCORES as N_CLASSES
 from lus.models.losses import consistency_loss, scale_prior, sord_loss
 
-N_CLASSES = 4
 BODY_CHANNELS = (32, 64, 64, 64, 128, 128)
 STN_MODES = ("learned", "fixed_scale")
 CROP2_TRANSLATION = ("shared", "own")
@@ -348,3 +349,15 @@ def frame_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, spec: FrameLo
     with torch.no_grad():
         logs["acc"] = (z1.argmax(1) == labels).float().mean()
     return total, logs
+
+
+# the validated params section -> the specs (train_frame, and rebuilding a model from its meta.json)
+def model_spec(sec: FrameModelSection) -> FrameModelSpec:
+    return FrameModelSpec(arch=sec.arch, stn_mode=sec.stn_mode, crop2_translation=sec.crop2_translation,
+                          input_size=sec.input_size, crop_size=sec.crop_size, width=sec.width,
+                          loc_input_size=sec.loc_input_size, pretrained=sec.pretrained)
+
+
+def loss_spec(sec: FrameModelSection) -> FrameLossSpec:
+    return FrameLossSpec(loss=sec.loss, sord_m=sec.sord_m, sord_zero_gap=sec.sord_zero_gap,
+                         lambda_cons=sec.lambda_cons, lambda_stn=sec.lambda_stn)

@@ -14,12 +14,15 @@ from torch.nn import functional as F
 
 
 def sord_targets(labels: torch.Tensor | Sequence[int], n_classes: int = 4, m: float = 2.0,
-                 zero_gap: float = 0.0) -> torch.Tensor:
-    """Soft ordinal targets q (B, n_classes), rows sum to 1; ``zero_gap`` moves class 0 to -zero_gap."""
+                 zero_gap: float = 0.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Soft ordinal targets q (B, n_classes), rows sum to 1; ``zero_gap`` moves class 0 to -zero_gap.
+
+    The one SORD implementation: the frame loss uses it in float32 without a gap, the uninorm aggregator
+    (``lus.train.aggregator``) in float64 with ``aggregator.zero_score_gap`` (METHODS §2.5)."""
     y = torch.as_tensor(labels, dtype=torch.long)
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise ValueError(f"sord_targets: labels must lie in 0..{n_classes - 1}")
-    pos = torch.arange(n_classes, dtype=torch.float32, device=y.device)
+    pos = torch.arange(n_classes, dtype=dtype, device=y.device)
     pos[0] = -float(zero_gap)
     phi = m * (pos[y].unsqueeze(-1) - pos.unsqueeze(0)) ** 2
     return torch.softmax(-phi, dim=-1)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-N_CLASSES = 5
+from lus.labels import N_SEG_CLASSES as N_CLASSES
+
 ARCH_ALIASES = {"deeplabv3p": "deeplabv3plus", "unet++": "unetpp"}
 ARCHS = ("unet", "unetpp", "deeplabv3plus")
 

@@ -12,12 +12,9 @@ Frame argmax ties (equal probabilities) resolve to the lower class, as ``numpy.a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from lus.models.uninorm import VideoSet
+from lus.data.video_set import VideoSet
 
 THRESHOLDS = (5, 10, 15)
 BASELINES = ("argmax_mean", "max_argmax", "majority", *(f"threshold_count_{t}" for t in THRESHOLDS))

@@ -31,11 +31,11 @@ from tqdm import tqdm
 from lus.data.video import check_video_path
 from lus.export.bundle import Bundle
 from lus.io import atomic_dir, write_json
+from lus.labels import PROB_COLUMNS
 from lus.predict.annotate import annotate_frame, overlay_segmentation
 from lus.predict.stream import Chunk, VideoStream
 from lus.predict.writers import FrameCsv, VideoSink
 
-PROB_COLUMNS = [f"p{c}" for c in range(4)]
 THETA_COLUMNS = [f"theta{k}_{i}" for k in (1, 2) for i in range(6)]
 CSV_COLUMNS = ["frame_index", "time_s", "score", *PROB_COLUMNS, *THETA_COLUMNS]
 MIDDLE = -1  # snapshot frame: the middle of the video by the container's frame count
@@ -132,7 +132,8 @@ def _process_chunk(chunk: Chunk, bundle: Bundle, out: _Outputs, fps: float, snap
 
 def aggregate_video(probs: np.ndarray, bundle: Bundle, name: str) -> dict[str, Any]:
     """Uninorm video score and per-class aggregated values of one video's frame probabilities (T, 4)."""
-    from lus.models.uninorm import VideoSet, predict
+    from lus.data.video_set import VideoSet
+    from lus.models.uninorm import predict
 
     videos = VideoSet([name], [""], np.array([-1]), np.array([len(probs)]), probs.astype(np.float64))
     o, score = predict(videos, bundle.neutral, bundle.tnorm, bundle.off_diagonal)

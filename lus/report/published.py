@@ -26,6 +26,9 @@ TABLE2 = {
     "argmax_mean": ((51, 12), (56, 19), (53, 9)),
     "uninorm": ((61, 12), (70, 19), (60, 7)),
 }
+TABLE2_METRICS = ("f1_weighted", "precision_weighted", "recall_weighted")  # the order of each TABLE2 entry
+# Pooled weighted F1 (%) of the baselines over the 58 ICLUS videos (METHODS §2.9): a sanity check of the join.
+POOLED_REFERENCE = {"argmax_mean": 53.2, "max_argmax": 46.9, "majority": 54.6}
 
 # Roy et al. 2020 segmentation [uncertain, recalled, not verified]: ensemble Dice and pixel accuracy.
 SEGMENTATION = {"ensemble_dice_bin": 0.75, "ensemble_pixel_acc": 0.96}

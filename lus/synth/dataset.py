@@ -13,9 +13,9 @@ from typing import Iterator
 import numpy as np
 
 from lus.config.synthetic import SyntheticSection
+from lus.labels import DIAGNOSES
 from lus.synth.style import HospitalStyle, sample_style
 
-DIAGNOSES = ("covid", "pneumonia", "healthy")
 POINTS = ("L1", "L2", "L3", "R1", "R2", "R3")
 
 

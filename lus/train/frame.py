@@ -19,19 +19,8 @@ from lus.config.frame_model import FrameModelSection
 from lus.data.augment import FrameAugment
 from lus.data.frame_dataset import FrameDataset, to_input
 from lus.metrics.classification import macro_f1
-from lus.models.frame_models import FrameLossSpec, FrameModelSpec, build_frame_model, frame_loss
+from lus.models.frame_models import build_frame_model, frame_loss, loss_spec, model_spec
 from lus.train.loop import FitResult, TrainConfig, fit, unwrap
-
-
-def model_spec(sec: FrameModelSection) -> FrameModelSpec:
-    return FrameModelSpec(arch=sec.arch, stn_mode=sec.stn_mode, crop2_translation=sec.crop2_translation,
-                          input_size=sec.input_size, crop_size=sec.crop_size, width=sec.width,
-                          loc_input_size=sec.loc_input_size, pretrained=sec.pretrained)
-
-
-def loss_spec(sec: FrameModelSection) -> FrameLossSpec:
-    return FrameLossSpec(loss=sec.loss, sord_m=sec.sord_m, sord_zero_gap=sec.sord_zero_gap,
-                         lambda_cons=sec.lambda_cons, lambda_stn=sec.lambda_stn)
 
 
 def train_config(sec: FrameModelSection, seed: int, progress: bool = True) -> TrainConfig:
