@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 import torch
 import yaml
 
@@ -61,7 +62,10 @@ def test_train_frame_under_torchrun_keeps_the_contract(tmp_path):
     curve_1, curve_2 = pd.read_csv(single / "curve.csv"), pd.read_csv(ddp / "curve.csv")
     assert list(curve_1.columns) == list(curve_2.columns) and len(curve_2) == FRAME["epochs"]
     assert curve_2["val_accuracy"].between(0, 1).all() and curve_2["train_loss"].notna().all()
-    assert (curve_2["train_loss"] > 0).all() and (curve_2["train_loss"] < 10).all()
+    # the logged loss is the mean over both ranks' batches: with the same initial weights and the same global
+    # batches it matches one process's up to BatchNorm-per-half-batch and dropout noise (a loss summed over
+    # ranks, or averaged over one rank's batch count only, is twice as large)
+    assert curve_2["train_loss"].iloc[0] == pytest.approx(curve_1["train_loss"].iloc[0], rel=0.1)
     assert curve_2["lr"].tolist() == curve_1["lr"].tolist()
 
     # the DDP model is a plain state dict (no "module." prefix) that loads into the architecture

@@ -17,12 +17,16 @@ from lus.train.distributed import DistEnv
 
 
 class Blobs:
-    """Four Gaussian blobs in 8-d; ``get_batch`` adds per-batch noise from the global torch RNG."""
+    """Four Gaussian blobs in 8-d; ``get_batch`` adds per-batch noise from the global torch RNG.
 
-    def __init__(self, n: int = 240, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
+    ``seed`` fixes the blob centres (the task), ``draw`` the points: a validation set is the same task
+    with another draw, so it never contains a training point.
+    """
+
+    def __init__(self, n: int = 240, seed: int = 0, draw: str = "train") -> None:
+        centres = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed)) * 2.0
+        g = torch.Generator().manual_seed(1000 * seed + {"train": 1, "val": 2}[draw])
         self.y = torch.arange(n) % 4
-        centres = torch.randn(4, 8, generator=g) * 2.0
         self.x = centres[self.y] + torch.randn(n, 8, generator=g)
 
     def __len__(self) -> int:
@@ -53,10 +57,11 @@ CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-2, weight_decay=1e-4, scheduler
 
 
 def test_learns_and_writes_outputs(tmp_path):
-    data, val = Blobs(240, 0), Blobs(80, 0)
+    data, val = Blobs(240, 0), Blobs(80, 0, "val")
     model = make_model()
     res = fit(model, data, loss_fn, tmp_path, CFG, labels=data.y.numpy(),
               evaluate_fn=lambda m: {"acc": accuracy(m, val)})
+    assert not (torch.cdist(val.x, data.x) < 1e-6).any()  # held-out points, not the training ones
     assert accuracy(model.eval(), val) > 0.8  # chance is 0.25
     assert res.epochs_run == 4 and 1 <= res.best_epoch <= 4
     curve = pd.read_csv(tmp_path / "curve.csv")
@@ -131,7 +136,7 @@ def test_checkpoint_every_n_resumes_exactly_from_the_last_written_epoch(tmp_path
 
 
 def test_checkpoint_every_zero_writes_no_checkpoint(tmp_path):
-    data, val = Blobs(120, 0), Blobs(40, 0)
+    data, val = Blobs(120, 0), Blobs(40, 0, "val")
     cfg = TrainConfig(**{**CFG.to_dict(), "checkpoint_every": 0})
     model = make_model()
     res = fit(model, data, loss_fn, tmp_path, cfg, labels=data.y.numpy(), evaluate_fn=lambda m: {"acc": accuracy(m, val)})
@@ -246,7 +251,7 @@ def test_warmup_cosine_lr_per_step_in_fit(tmp_path):
 
 
 def test_ema_weights_are_evaluated_saved_and_resumed(tmp_path):
-    data, val = Blobs(200, 1), Blobs(80, 1)
+    data, val = Blobs(200, 1), Blobs(80, 1, "val")
     cfg = TrainConfig(**{**CFG.to_dict(), "ema_decay": 0.9, "scheduler": "warmup_cosine", "warmup_epochs": 0.5})
     seen = []
 
