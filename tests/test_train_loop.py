@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -14,6 +15,7 @@ from lus.train.loop import (
     TrainConfig, class_balanced_weights, epoch_indices, fit, split_batches,
 )
 from lus.train.distributed import DistEnv
+from lus.train.live import EpochLog
 
 
 class Blobs:
@@ -80,7 +82,8 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, extra):
     data = Blobs(200, 1)
     cfg = TrainConfig(**{**CFG.to_dict(), "select_metric": "score", **extra})
     ref_model = make_model()
-    fit(ref_model, data, loss_fn, tmp_path / "ref", cfg, labels=data.y.numpy(), restore_best=False)
+    fit(ref_model, data, loss_fn, tmp_path / "ref", cfg, labels=data.y.numpy(), restore_best=False,
+        log=EpochLog(tmp_path / "ref_live"))
 
     class Interrupt(Exception):
         pass
@@ -91,16 +94,48 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, extra):
 
     model = make_model()
     with pytest.raises(Interrupt):
-        fit(model, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), on_epoch_end=stop_at_2)
+        fit(model, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), on_epoch_end=stop_at_2,
+            log=EpochLog(tmp_path / "run_live"))
     torch.manual_seed(12345)  # a different process state before resuming must not matter
     model2 = make_model()
-    res = fit(model2, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), restore_best=False)
+    res = fit(model2, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), restore_best=False,
+              log=EpochLog(tmp_path / "run_live"))
     assert res.resumed_from == 2 and res.epochs_run == 4
     for k, v in ref_model.state_dict().items():
         assert torch.equal(v, model2.state_dict()[k]), k
+    assert _tree(tmp_path / "run_live") == _tree(tmp_path / "ref_live")   # the DVCLive log too, byte for byte
     # a finished checkpoint is not retrained
     res2 = fit(make_model(), data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy())
     assert res2.resumed_from == 4 and len(res2.history) == 4
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_epoch_log_is_dvclive_format_without_timings(tmp_path):
+    """Per-epoch rows in DVCLive's layout (metrics.json + plots/metrics/<name>.tsv), the same numbers as
+    curve.csv, nothing that changes between identical runs; reopening a log starts it afresh."""
+    data, val = Blobs(120, 0), Blobs(40, 0, "val")
+    runs = []
+    for name in ("a", "b"):
+        fit(make_model(), data, loss_fn, tmp_path / name, CFG, labels=data.y.numpy(),
+            evaluate_fn=lambda m: {"acc": accuracy(m, val)}, log=EpochLog(tmp_path / name / "live"),
+            log_prefix="fold_0/")
+        runs.append(_tree(tmp_path / name / "live"))
+    assert runs[0] == runs[1]                                      # byte-identical reruns
+    curve = pd.read_csv(tmp_path / "a" / "curve.csv")
+    assert sorted(runs[0]) == ["metrics.json"] + sorted(f"plots/metrics/fold_0/{c}.tsv" for c in curve.columns
+                                                        if c != "epoch")
+    for column in ("train_loss", "val_acc", "lr"):
+        tsv = pd.read_csv(tmp_path / "a" / "live" / "plots" / "metrics" / "fold_0" / f"{column}.tsv", sep="\t")
+        assert list(tsv.columns) == ["step", column]                # no timestamp column
+        assert tsv["step"].tolist() == [0, 1, 2, 3]
+        assert tsv[column].tolist() == curve[column].tolist()
+    summary = json.loads(runs[0]["metrics.json"])
+    assert summary["step"] == 3 and summary["fold_0"]["val_acc"] == curve["val_acc"].iloc[-1]
+    EpochLog(tmp_path / "a" / "live")                              # a new run's log replaces the old files
+    assert _tree(tmp_path / "a" / "live") == {"metrics.json": b"{}\n"}
 
 
 def test_checkpoint_every_n_resumes_exactly_from_the_last_written_epoch(tmp_path):
