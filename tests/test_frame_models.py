@@ -132,7 +132,8 @@ def _toy(tmp_path):
 
 def _train_args(paths, params, fold, out):
     return argparse.Namespace(params=params, fold=fold, frames=str(paths["frames"]), folds=str(paths["folds"]),
-                              manifest=str(paths["manifest"]), out=str(out), no_resume=False, no_progress=True)
+                              manifest=str(paths["manifest"]), out=str(out), live="", no_resume=False,
+                              no_progress=True)
 
 
 def test_train_stage_never_loads_test_patients(tmp_path, monkeypatch):
