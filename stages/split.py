@@ -66,7 +66,12 @@ def main(args: argparse.Namespace) -> None:
                       f"(too few patients of that class for {n_folds} folds)", file=sys.stderr)
     write_json(args.out, doc)
     sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}/{len(f['test'])}" for f in doc["folds"])
-    print(f"wrote {args.out}: {n_folds} folds (train/val/test patients: {sizes}), stratified by {doc['stratify_by']}")
+    if doc.get("fallbacks"):  # each was also logged as a warning by make_folds
+        how = (f"NOT fully stratified by {doc['stratify_by']}: {len(doc['fallbacks'])} partition set(s) fell back to "
+               f"an unstratified patient-wise split (listed under 'fallbacks' in {args.out})")
+    else:
+        how = f"stratified by {doc['stratify_by']}"
+    print(f"wrote {args.out}: {n_folds} folds (train/val/test patients: {sizes}), {how}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ videos, select the epoch (and stop early) on the ``val`` patients', predict the 
 Target: diagnosis (covid, pneumonia, healthy) when every video has one (``cnn_lstm.target: auto``),
 else the video score 0..3. Reads ``cnn_lstm`` and ``base.seed``.
 
-Writes to ``--out``: ``model.pt``, ``checkpoint.pt`` (only with ``cnn_lstm.checkpoint_every`` > 0), ``curve.csv``, ``meta.json`` (classes, backbone
+Writes to ``--out``: ``model.pt``, ``checkpoint.pt`` (only with ``cnn_lstm.checkpoint_every`` > 0), ``curve.csv`` (also to ``--live`` in DVCLive's format), ``meta.json`` (classes, backbone
 key, params, provenance), ``predictions.csv`` (``video_id, patient_id, actual, predicted, p_<class>``:
 the confusion rows) and ``metrics.json`` (flat: accuracy, per class precision/recall/f1/specificity).
 Mean ± std over folds: ``lus.metrics.classification.summarise_cnn_lstm`` (evaluate stage).
@@ -42,6 +42,7 @@ from lus.models.backbones import build_backbone
 from lus.models.cnn_lstm import CnnLstmHead
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
+from lus.train.live import open_epoch_log
 from lus.train.loop import TrainConfig, fit
 from stages._cli import run, stage_parser
 
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "default models/frame/fold_K")
     parser.add_argument("--cache", default=".cache/features", help="feature cache folder (not a DVC output)")
     parser.add_argument("--out", required=True, help="output folder, e.g. models/cnn_lstm/fold_0")
+    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics (dvc exp show / dvc plots), "
+                                                   "e.g. dvclive/cnn_lstm/fold_0; none if empty")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -152,7 +155,8 @@ def main(args: argparse.Namespace) -> None:
     if cfg.checkpoint_every == 0 and dist_env().is_main:
         (out / tcfg.checkpoint_name).unlink(missing_ok=True)  # a stale one from a run that wrote checkpoints
     result = fit(model, SequenceDataset(feats[tr], y[tr]), loss_fn, out, tcfg, labels=y[tr].numpy(),
-                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=not args.no_resume)
+                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=not args.no_resume,
+                 log=open_epoch_log(args.live))
     train_s = time.perf_counter() - t1
     if not dist_env().is_main:
         return

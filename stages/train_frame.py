@@ -10,7 +10,8 @@ Reads the ``frame_model`` section and ``base.seed``.
 
 Writes to ``--out``: ``model.pt`` (state dict of the selected epoch; ``torch.load(weights_only=True)``),
 ``meta.json`` (params, classes, arch, sizes, seed, provenance, selected epoch, data counts),
-``curve.csv`` (per-epoch loss parts and validation metrics) and ``checkpoint.pt`` (resume state: an
+``curve.csv`` (per-epoch loss parts and validation metrics; the same rows go to ``--live`` in DVCLive's
+format, see ``lus.train.live``) and ``checkpoint.pt`` (resume state: an
 interrupted run continues from its last finished epoch when data, params and fold are unchanged; a
 finished checkpoint is ignored, since DVC only reruns the stage when something changed; ``--no-resume``
 always starts afresh). Declare ``checkpoint.pt`` with ``persist: true`` in dvc.yaml for this to work.
@@ -45,6 +46,7 @@ from lus.labels import SCORES
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
 from lus.train.frame import train_frame_fold
+from lus.train.live import open_epoch_log
 from lus.train.loop import checkpoint_finished
 from stages._cli import run, stage_parser
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
     parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
     parser.add_argument("--out", required=True, help="output folder, e.g. models/frame/fold_0")
+    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics (dvc exp show / dvc plots), "
+                                                   "e.g. dvclive/frame/fold_0; none if empty")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -108,6 +112,7 @@ def main(args: argparse.Namespace) -> None:
     if len(tr) == 0:
         raise ValueError(f"fold {args.fold}: no extracted frames for the training patients (check {args.frames})")
     targets = table.targets
+    log = open_epoch_log(args.live)   # before the not-applicable exit: its (empty) files are declared outputs
     if (targets[tr] < 0).all():
         if dist_env().is_main:
             write_not_applicable(Path(args.out), args.fold, sec, "no frame labels or video severity scores in this "
@@ -124,7 +129,7 @@ def main(args: argparse.Namespace) -> None:
     idx_tr, idx_va = torch.from_numpy(tr), torch.from_numpy(va)
     model, result = train_frame_fold(table.images[idx_tr], targets[tr], table.images[idx_va], targets[va], sec, seed,
                                      args.out, fingerprint=fingerprint, resume=resume,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, log=log)
     if not dist_env().is_main:
         return
     n_frame_labels = int((table.labels[tr] >= 0).sum())

@@ -12,7 +12,7 @@ Writes to ``--out``: ``fold_<k>/{model.pt, checkpoint.pt, curve.csv, test_output
 softmax, truth and frames for the ensemble stage), ``meta.json`` and ``metrics.json`` (flat:
 ``applicable``, ``fold_<k>.<metric>``, ``<metric>_mean``/``_std`` with dice_bin, dice_cat,
 dice_cat_orig, pixel_acc, ...). Writes to ``--plots``: ``fold_<k>_test.png`` overlays (PNG only; the
-training curve is ``--out/fold_<k>/curve.csv``). A data source without masks (covid-blues, pocus) is
+training curve is ``--out/fold_<k>/curve.csv``, and ``--live`` in DVCLive's format). A data source without masks (covid-blues, pocus) is
 not an error: the stage writes ``applicable: 0``, a note picture, and exits 0 so the pipeline continues.
 """
 
@@ -41,6 +41,7 @@ from lus.models.segmentation import build_segmentation_model, canonical_arch, pr
 from lus.report.seg_overlays import pick_frames, save_message, save_overlay_grid
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
+from lus.train.live import EpochLog, open_epoch_log
 from lus.train.loop import TrainConfig, fit
 from stages._cli import run, stage_parser
 
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest (video -> patient)")
     parser.add_argument("--out", required=True, help="output folder, e.g. models/segmentation/unet")
     parser.add_argument("--plots", default="", help="picture folder (default plots/segmentation/<arch>)")
+    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every fold (names "
+                                                   "fold_<k>/...), e.g. dvclive/segmentation/unet; none if empty")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -81,7 +84,7 @@ def make_evaluate_fn(val, cfg: SegmentationSection, seed: int):
 
 
 def train_fold(cfg: SegmentationSection, arch: str, seed: int, k: int, train, val, out_dir: Path,
-               resume: bool, progress: bool):
+               resume: bool, progress: bool, log: EpochLog | None = None):
     """Train one fold with the shared loop; returns (model, FitResult)."""
     seed_everything(seed)
     model = make_model(cfg, arch)
@@ -104,7 +107,7 @@ def train_fold(cfg: SegmentationSection, arch: str, seed: int, k: int, train, va
     fingerprint = {"arch": arch, "fold": k, "videos": train.video_ids, "n_train": len(train), "n_val": len(val),
                    "params": cfg.to_dict()}
     result = fit(model, dataset, loss_fn, out_dir, tcfg, evaluate_fn=make_evaluate_fn(val, cfg, seed) if has_val else None,
-                 sample_fn=sample_fn, fingerprint=fingerprint, resume=resume)
+                 sample_fn=sample_fn, fingerprint=fingerprint, resume=resume, log=log, log_prefix=f"fold_{k}/")
     return model, result
 
 
@@ -125,6 +128,7 @@ def main(args: argparse.Namespace) -> None:
     plots.mkdir(parents=True, exist_ok=True)
     make_model(cfg, arch)  # fail fast on a bad encoder/size before reading data
     with_masks = set(masked_videos(args.frames))
+    log = open_epoch_log(args.live)   # before the not-applicable exit: its (empty) files are declared outputs
     if not with_masks:
         write_not_applicable(out, plots, arch, "no video of this data source has masks")
         return
@@ -145,7 +149,7 @@ def main(args: argparse.Namespace) -> None:
         train, val = load_seg_frames(args.frames, parts["train"]), load_seg_frames(args.frames, parts["val"])
         fold_dir = out / f"fold_{k}"
         model, result = train_fold(cfg, arch, base.seed + k, k, train, val, fold_dir, not args.no_resume,
-                                   not args.no_progress)
+                                   not args.no_progress, log)
         train_s = time.perf_counter() - t0
         if not dist_env().is_main:
             continue

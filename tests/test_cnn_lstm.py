@@ -119,6 +119,27 @@ def test_paper_head_has_keras_parameter_count():
     assert head(torch.zeros(2, 20, 2048)).shape == (2, 3)
 
 
+def test_lstm_input_dropout_in_training_mode_only():
+    """Keras LSTM(dropout=0.4): in training one input mask per sequence (shared by every time step), kept
+    inputs scaled by 1/0.6; in eval no dropout at all."""
+    torch.manual_seed(0)
+    lstm = KerasLSTM(64, 8, input_dropout=0.4)
+    seen = []
+    lstm.kernel.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    x = torch.rand(50, 5, 64) + 0.5                      # no zero inputs: a zero in the kernel input is a drop
+    lstm.train()
+    lstm(x)
+    ratio = seen[-1] / x                                 # (B, T, D): 0 (dropped) or 1/0.6 (kept, rescaled)
+    dropped = ratio == 0
+    assert torch.allclose(ratio[~dropped], torch.full_like(ratio[~dropped], 1 / 0.6))
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))   # the same mask at every time step
+    assert 0.35 < dropped[:, 0].float().mean() < 0.45                # about 40 % of the inputs
+    assert not torch.equal(dropped[0, 0], dropped[1, 0])             # a new mask per sequence
+    lstm.eval()
+    out = lstm(x)
+    assert torch.equal(seen[-1], x) and torch.equal(out, lstm(x))
+
+
 def test_keras_lstm_equals_torch_lstm_with_single_bias():
     torch.manual_seed(0)
     ours = KerasLSTM(7, 5).eval()
@@ -245,6 +266,41 @@ def test_stage_beats_chance_reuses_cache_and_uses_its_own_fold(tmp_path, capsys)
     # another fold's frame model has seen fold 1's test patients: refused
     with pytest.raises(ValueError, match="leak"):
         run_fold(tmp_path, paths, 1, fm[0], tmp_path / "out3" / "fold_1", params)
+
+
+def test_standardisation_uses_training_videos_only(tmp_path):
+    """The feature mean/std saved in model.pt come from fold 1's training videos: changing the val and test
+    patients' frames leaves them unchanged, changing a training video's frames does not."""
+    import shutil
+
+    base = write_video_dataset(tmp_path / "base")
+    held_p = ["P00", "P01", "P04", "P05", "P06", "P07"]
+    folds = json.loads(base["folds"].read_text())["folds"][1]
+    assert set(held_p) == set(folds["val"]) | set(folds["test"]) and "P10" in folds["train"]
+
+    def variant(name: str, patients: list[str]) -> dict[str, Path]:
+        shutil.copytree(tmp_path / "base", tmp_path / name)
+        paths = {k: tmp_path / name / v.relative_to(tmp_path / "base") for k, v in base.items()}
+        for p in patients:
+            for v in range(2):
+                shard = paths["frames"] / f"vid_p{p[1:]}_{v}.npz"
+                with np.load(shard) as z:
+                    arrays = dict(z)
+                arrays["frames"] = (255 - arrays["frames"]).astype(np.uint8)    # invert the frames
+                write_npz(shard, **arrays)
+        return paths
+
+    fm = write_frame_model(tmp_path / "frame" / "fold_1", 1, seed=11)
+    params = write_params(tmp_path / "params.yaml", epochs=1)
+    stats = {}
+    for name, patients in (("same", []), ("held_out_changed", held_p), ("train_changed", ["P10"])):
+        paths = base if name == "same" else variant(name, patients)
+        run_fold(tmp_path / name, paths, 1, fm, tmp_path / name / "out", params)
+        state = torch.load(tmp_path / name / "out" / "model.pt", weights_only=True)
+        stats[name] = (state["feature_mean"], state["feature_std"])
+    assert not torch.equal(stats["same"][1], torch.ones_like(stats["same"][1]))     # standardisation is on
+    assert all(torch.equal(a, b) for a, b in zip(stats["same"], stats["held_out_changed"]))
+    assert not torch.equal(stats["same"][0], stats["train_changed"][0])
 
 
 def test_target_falls_back_to_video_score(tmp_path):

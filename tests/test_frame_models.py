@@ -132,7 +132,8 @@ def _toy(tmp_path):
 
 def _train_args(paths, params, fold, out):
     return argparse.Namespace(params=params, fold=fold, frames=str(paths["frames"]), folds=str(paths["folds"]),
-                              manifest=str(paths["manifest"]), out=str(out), no_resume=False, no_progress=True)
+                              manifest=str(paths["manifest"]), out=str(out), live="", no_resume=False,
+                              no_progress=True)
 
 
 def test_train_stage_never_loads_test_patients(tmp_path, monkeypatch):
@@ -241,8 +242,25 @@ def test_augment_identity_and_mask_alignment():
     m = affine_matrix(4, image, (32, 40), translate=0.1, degrees=15, shear=4.5, scale=(0.55, 1.45), p=1.0)
     a2, m2 = warp(image, m, mask=mask)
     assert a2.shape == image.shape and set(m2.unique().tolist()) <= set(range(5))
-    jit, _ = frame_train_augment(img, FrameAugment())
-    assert jit.min() >= 0 and jit.max() <= 1
+
+
+def test_brightness_contrast_jitter_follows_torchvision():
+    """x * b per image, then (x - mean) * c + mean per image; p = 0 leaves the batch untouched."""
+    from lus.data.augment import brightness_contrast
+
+    torch.manual_seed(0)
+    img = 0.2 + 0.4 * torch.rand(64, 1, 16, 16)     # x 1.3 stays inside [0, 1]: no clamping in play
+    ratio = (brightness_contrast(img, brightness=0.3, contrast=0.0, p=1.0) / img).flatten(1)
+    assert torch.allclose(ratio, ratio[:, :1], atol=1e-5)            # one factor per image
+    assert 0.7 - 1e-6 <= ratio.min() and ratio.max() <= 1.3 + 1e-6 and ratio[:, 0].std() > 0.1
+    out = brightness_contrast(img, brightness=0.0, contrast=0.3, p=1.0)
+    mean = img.mean(dim=(1, 2, 3), keepdim=True)
+    dev_in, dev_out = (img - mean).flatten(1), (out - mean).flatten(1)
+    c = (dev_in * dev_out).sum(1) / (dev_in ** 2).sum(1)              # per-image contrast factor
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), mean.flatten(), atol=1e-5)  # the mean is kept
+    assert torch.allclose(dev_out, c[:, None] * dev_in, atol=1e-5)
+    assert 0.7 - 1e-6 <= c.min() and c.max() <= 1.3 + 1e-6 and c.std() > 0.1
+    assert torch.equal(brightness_contrast(img, p=0.0), img)
 
 
 def test_localisation_on_downsampled_frame():
@@ -304,3 +322,27 @@ def test_frame_and_video_metrics_use_the_same_macro_f1():
     y, p = np.array([0, 0, 1, 1, 3]), np.array([0, 2, 1, 1, 3])
     assert classification_metrics(y, p)["f1_macro"] == macro_f1(y, p, 4)
     assert classification_scores(y, p, ["a", "b", "c", "d"])["f1_macro"] == pytest.approx(macro_f1(y, p, 4), abs=1e-15)
+
+
+def test_random_crop_is_inside_the_frame_in_training_and_centred_at_eval():
+    """CNN+random crop (METHODS §1.6): training crops are scale 0.5 / 0.75 with centres drawn uniformly so the
+    crop never leaves the frame; eval crops are the centred ones, identical on every call."""
+    torch.manual_seed(0)
+    model = build_frame_model(FrameModelSpec(arch="random_crop", input_size=64, crop_size=32, width=0.125))
+    x = torch.rand(4000, 3, 1, 1)       # the crops' placement depends only on the batch, not on the pixels
+    model.train()
+    for theta, s in zip(model.thetas(x)[:2], (0.5, 0.75)):
+        assert torch.equal(theta[:, 0, 0], torch.full((4000,), s)) and torch.equal(theta[:, 1, 1], theta[:, 0, 0])
+        assert not theta[:, 0, 1].any() and not theta[:, 1, 0].any()
+        t = theta[:, :, 2]
+        assert (t.abs() + s <= 1 + 1e-6).all()                     # corners t +- s stay in [-1, 1]
+        assert (t.abs().amax(0) > 0.97 * (1 - s)).all()            # and reach the frame's edges ...
+        assert (t.mean(0).abs() < 0.03).all()                      # ... uniformly: std (1 - s) / sqrt(3)
+        assert torch.allclose(t.std(0), torch.full((2,), (1 - s) / 3 ** 0.5), rtol=0.05)
+    model.eval()
+    frames = torch.rand(8, 1, 64, 64)
+    with torch.no_grad():
+        out = model(frames)
+        assert torch.equal(out["logits"], model(frames)["logits"])
+    for theta, s in zip((out["theta1"], out["theta2"]), (0.5, 0.75)):
+        assert torch.equal(theta, torch.tensor([[s, 0.0, 0.0], [0.0, s, 0.0]]).expand(8, 2, 3))

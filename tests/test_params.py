@@ -39,25 +39,39 @@ def test_bad_values_name_the_key(raw, message):
     assert message in str(err.value)
 
 
-def test_sections_are_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        Demo().mode = "b"  # type: ignore[misc]
-
-
-def test_project_params_file_is_valid():
-    """Every section of the committed params.yaml parses (catches a typo before a stage runs)."""
+def _project_sections() -> dict[str, type[Section]]:
+    """Every params section class of lus.config, by section name."""
     import importlib
     import pkgutil
 
     import lus.config
 
-    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     sections = {}
     for mod in pkgutil.iter_modules(lus.config.__path__):
         module = importlib.import_module(f"lus.config.{mod.name}")
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, Section) and obj is not Section and obj.NAME:
                 sections[obj.NAME] = obj
+    return sections
+
+
+def test_project_sections_are_frozen_dataclasses():
+    """A stage's params cannot change after validation: every section of lus.config is frozen."""
+    sections = _project_sections()
+    assert {"base", "data", "split", "frame_model", "aggregator", "cnn_lstm", "segmentation"} <= set(sections)
+    for name, cls in sections.items():
+        # decorated itself (an undecorated subclass would inherit Section's frozen flag but not its protection)
+        assert "__dataclass_params__" in vars(cls) and cls.__dataclass_params__.frozen, name
+        cfg = cls.from_dict({})
+        for field in dataclasses.fields(cfg):
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(cfg, field.name, getattr(cfg, field.name))
+
+
+def test_project_params_file_is_valid():
+    """Every section of the committed params.yaml parses (catches a typo before a stage runs)."""
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    sections = _project_sections()
     assert {"base", "data", "split"} <= set(sections)
     for name, cls in sections.items():
         assert name in raw, f"params.yaml lacks section {name}"

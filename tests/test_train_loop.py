@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -14,15 +15,20 @@ from lus.train.loop import (
     TrainConfig, class_balanced_weights, epoch_indices, fit, split_batches,
 )
 from lus.train.distributed import DistEnv
+from lus.train.live import EpochLog
 
 
 class Blobs:
-    """Four Gaussian blobs in 8-d; ``get_batch`` adds per-batch noise from the global torch RNG."""
+    """Four Gaussian blobs in 8-d; ``get_batch`` adds per-batch noise from the global torch RNG.
 
-    def __init__(self, n: int = 240, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
+    ``seed`` fixes the blob centres (the task), ``draw`` the points: a validation set is the same task
+    with another draw, so it never contains a training point.
+    """
+
+    def __init__(self, n: int = 240, seed: int = 0, draw: str = "train") -> None:
+        centres = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed)) * 2.0
+        g = torch.Generator().manual_seed(1000 * seed + {"train": 1, "val": 2}[draw])
         self.y = torch.arange(n) % 4
-        centres = torch.randn(4, 8, generator=g) * 2.0
         self.x = centres[self.y] + torch.randn(n, 8, generator=g)
 
     def __len__(self) -> int:
@@ -53,10 +59,11 @@ CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-2, weight_decay=1e-4, scheduler
 
 
 def test_learns_and_writes_outputs(tmp_path):
-    data, val = Blobs(240, 0), Blobs(80, 0)
+    data, val = Blobs(240, 0), Blobs(80, 0, "val")
     model = make_model()
     res = fit(model, data, loss_fn, tmp_path, CFG, labels=data.y.numpy(),
               evaluate_fn=lambda m: {"acc": accuracy(m, val)})
+    assert not (torch.cdist(val.x, data.x) < 1e-6).any()  # held-out points, not the training ones
     assert accuracy(model.eval(), val) > 0.8  # chance is 0.25
     assert res.epochs_run == 4 and 1 <= res.best_epoch <= 4
     curve = pd.read_csv(tmp_path / "curve.csv")
@@ -75,7 +82,8 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, extra):
     data = Blobs(200, 1)
     cfg = TrainConfig(**{**CFG.to_dict(), "select_metric": "score", **extra})
     ref_model = make_model()
-    fit(ref_model, data, loss_fn, tmp_path / "ref", cfg, labels=data.y.numpy(), restore_best=False)
+    fit(ref_model, data, loss_fn, tmp_path / "ref", cfg, labels=data.y.numpy(), restore_best=False,
+        log=EpochLog(tmp_path / "ref_live"))
 
     class Interrupt(Exception):
         pass
@@ -86,16 +94,48 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path, extra):
 
     model = make_model()
     with pytest.raises(Interrupt):
-        fit(model, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), on_epoch_end=stop_at_2)
+        fit(model, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), on_epoch_end=stop_at_2,
+            log=EpochLog(tmp_path / "run_live"))
     torch.manual_seed(12345)  # a different process state before resuming must not matter
     model2 = make_model()
-    res = fit(model2, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), restore_best=False)
+    res = fit(model2, data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy(), restore_best=False,
+              log=EpochLog(tmp_path / "run_live"))
     assert res.resumed_from == 2 and res.epochs_run == 4
     for k, v in ref_model.state_dict().items():
         assert torch.equal(v, model2.state_dict()[k]), k
+    assert _tree(tmp_path / "run_live") == _tree(tmp_path / "ref_live")   # the DVCLive log too, byte for byte
     # a finished checkpoint is not retrained
     res2 = fit(make_model(), data, loss_fn, tmp_path / "run", cfg, labels=data.y.numpy())
     assert res2.resumed_from == 4 and len(res2.history) == 4
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_epoch_log_is_dvclive_format_without_timings(tmp_path):
+    """Per-epoch rows in DVCLive's layout (metrics.json + plots/metrics/<name>.tsv), the same numbers as
+    curve.csv, nothing that changes between identical runs; reopening a log starts it afresh."""
+    data, val = Blobs(120, 0), Blobs(40, 0, "val")
+    runs = []
+    for name in ("a", "b"):
+        fit(make_model(), data, loss_fn, tmp_path / name, CFG, labels=data.y.numpy(),
+            evaluate_fn=lambda m: {"acc": accuracy(m, val)}, log=EpochLog(tmp_path / name / "live"),
+            log_prefix="fold_0/")
+        runs.append(_tree(tmp_path / name / "live"))
+    assert runs[0] == runs[1]                                      # byte-identical reruns
+    curve = pd.read_csv(tmp_path / "a" / "curve.csv")
+    assert sorted(runs[0]) == ["metrics.json"] + sorted(f"plots/metrics/fold_0/{c}.tsv" for c in curve.columns
+                                                        if c != "epoch")
+    for column in ("train_loss", "val_acc", "lr"):
+        tsv = pd.read_csv(tmp_path / "a" / "live" / "plots" / "metrics" / "fold_0" / f"{column}.tsv", sep="\t")
+        assert list(tsv.columns) == ["step", column]                # no timestamp column
+        assert tsv["step"].tolist() == [0, 1, 2, 3]
+        assert tsv[column].tolist() == curve[column].tolist()
+    summary = json.loads(runs[0]["metrics.json"])
+    assert summary["step"] == 3 and summary["fold_0"]["val_acc"] == curve["val_acc"].iloc[-1]
+    EpochLog(tmp_path / "a" / "live")                              # a new run's log replaces the old files
+    assert _tree(tmp_path / "a" / "live") == {"metrics.json": b"{}\n"}
 
 
 def test_checkpoint_every_n_resumes_exactly_from_the_last_written_epoch(tmp_path):
@@ -131,7 +171,7 @@ def test_checkpoint_every_n_resumes_exactly_from_the_last_written_epoch(tmp_path
 
 
 def test_checkpoint_every_zero_writes_no_checkpoint(tmp_path):
-    data, val = Blobs(120, 0), Blobs(40, 0)
+    data, val = Blobs(120, 0), Blobs(40, 0, "val")
     cfg = TrainConfig(**{**CFG.to_dict(), "checkpoint_every": 0})
     model = make_model()
     res = fit(model, data, loss_fn, tmp_path, cfg, labels=data.y.numpy(), evaluate_fn=lambda m: {"acc": accuracy(m, val)})
@@ -246,7 +286,7 @@ def test_warmup_cosine_lr_per_step_in_fit(tmp_path):
 
 
 def test_ema_weights_are_evaluated_saved_and_resumed(tmp_path):
-    data, val = Blobs(200, 1), Blobs(80, 1)
+    data, val = Blobs(200, 1), Blobs(80, 1, "val")
     cfg = TrainConfig(**{**CFG.to_dict(), "ema_decay": 0.9, "scheduler": "warmup_cosine", "warmup_epochs": 0.5})
     seen = []
 

@@ -8,10 +8,18 @@ the fold's non-test patients used only for model selection (``train`` excludes i
 
 Determinism: patients are sorted before sklearn's seeded ``StratifiedGroupKFold`` sees them, so
 the folds depend only on the data and the seed, never on file or set iteration order.
+
+Honesty: when the labels cannot be stratified at all (every class has fewer videos than splits),
+the split falls back to a seeded, shuffled ``GroupKFold`` (patient-wise, unstratified). That is
+logged as a warning and recorded in the folds document: ``stratify_by`` is the label that was asked
+for, ``stratify_by_used`` the one the test partitions were actually balanced on (``none`` after a
+fallback), ``stratified`` is true only if the test and every validation partition were stratified,
+and ``fallbacks`` lists each fallback with sklearn's reason.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from lus.io import read_json
+
+log = logging.getLogger(__name__)
 
 
 class SplitError(ValueError):
@@ -44,24 +54,30 @@ def stratification_labels(videos: pd.DataFrame, stratify_by: str) -> tuple[str, 
     return "none", None
 
 
-def _group_kfold(n_splits: int, labels: np.ndarray | None, groups: np.ndarray, seed: int) -> list[np.ndarray]:
-    """Test indices of each split; stratified when labels are given."""
+def _group_kfold(n_splits: int, labels: np.ndarray | None, groups: np.ndarray,
+                 seed: int) -> tuple[list[np.ndarray], str]:
+    """Test indices of each split, stratified when labels are given, and the fallback reason.
+
+    The reason is "" when the split is what was asked for; otherwise it says why stratification was
+    impossible and the indices come from an unstratified, seeded ``GroupKFold(shuffle=True)``.
+    """
     # Imported here: scikit-learn takes ~2 s to import, and the training stages only read folds.
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
     x = np.zeros(len(groups))
-    if labels is None:
-        splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        return [test for _, test in splitter.split(x, groups=groups)]
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # sklearn warns when a class has fewer groups than splits; checked explicitly by the split stage.
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            return [test for _, test in splitter.split(x, labels, groups=groups)]
-        except ValueError:
-            # Too few videos per class to stratify at all (tiny data): group-only split.
-            return _group_kfold(n_splits, None, groups, seed)
+    if labels is not None:
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            # sklearn warns when a class has fewer groups than splits; checked explicitly by the split stage.
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                return [test for _, test in splitter.split(x, labels, groups=groups)], ""
+            except ValueError as err:  # too few videos per class to stratify at all (tiny data)
+                reason = str(err).rstrip(".")
+    else:
+        reason = ""
+    splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [test for _, test in splitter.split(x, groups=groups)], reason
 
 
 def make_folds(videos: pd.DataFrame, n_folds: int, val_fraction: float, seed: int,
@@ -75,8 +91,10 @@ def make_folds(videos: pd.DataFrame, n_folds: int, val_fraction: float, seed: in
     label_name, labels = stratification_labels(videos, stratify_by)
     groups = videos["patient_id"].to_numpy()
     label_arr = None if labels is None else labels.to_numpy()
+    test_splits, reason = _group_kfold(n_folds, label_arr, groups, seed)
+    fallbacks = [f"test partitions not stratified by {label_name}: {reason}"] if reason else []
     folds = []
-    for test_idx in _group_kfold(n_folds, label_arr, groups, seed):
+    for k, test_idx in enumerate(test_splits):
         test = sorted(set(groups[test_idx]))
         rest = videos[~videos["patient_id"].isin(test)].reset_index(drop=True)
         n_val_splits = max(2, int(round(1.0 / val_fraction)))
@@ -84,12 +102,18 @@ def make_folds(videos: pd.DataFrame, n_folds: int, val_fraction: float, seed: in
         if rest_patients < 2:
             raise SplitError(f"a fold has only {rest_patients} non-test patient(s): need at least 2 for train and val")
         n_val_splits = min(n_val_splits, rest_patients)
-        rest_labels = None if labels is None else rest.merge(videos[["video_id"]], on="video_id")[label_name].astype(str).to_numpy()
-        val_idx = _group_kfold(n_val_splits, rest_labels, rest["patient_id"].to_numpy(), seed)[0]
-        val = sorted(set(rest["patient_id"].to_numpy()[val_idx]))
+        rest_labels = None if labels is None else rest[label_name].astype(str).to_numpy()
+        val_splits, val_reason = _group_kfold(n_val_splits, rest_labels, rest["patient_id"].to_numpy(), seed)
+        if val_reason:
+            fallbacks.append(f"fold {k} val partition not stratified by {label_name}: {val_reason}")
+        val = sorted(set(rest["patient_id"].to_numpy()[val_splits[0]]))
         train = sorted(set(rest["patient_id"]) - set(val))
         folds.append({"train": train, "val": val, "test": test})
-    doc = {"seed": seed, "group_key": "patient_id", "stratify_by": label_name, "folds": folds}
+    for message in fallbacks:
+        log.warning("split: %s; used an unstratified patient-wise GroupKFold instead", message)
+    doc = {"seed": seed, "group_key": "patient_id", "stratify_by": label_name,
+           "stratify_by_used": "none" if reason else label_name,
+           "stratified": label_name != "none" and not fallbacks, "fallbacks": fallbacks, "folds": folds}
     check_folds(doc, videos, source="generated split")
     return doc
 

@@ -20,6 +20,7 @@ from lus.data.augment import FrameAugment
 from lus.data.frame_dataset import FrameDataset, to_input
 from lus.metrics.classification import macro_f1
 from lus.models.frame_models import build_frame_model, frame_loss, loss_spec, model_spec
+from lus.train.live import EpochLog
 from lus.train.loop import FitResult, TrainConfig, fit, unwrap
 
 
@@ -76,8 +77,10 @@ def make_evaluate_fn(images_u8: torch.Tensor, targets: np.ndarray, batch_size: i
 def train_frame_fold(train_images: torch.Tensor, train_targets: np.ndarray, val_images: torch.Tensor,
                      val_targets: np.ndarray, sec: FrameModelSection, seed: int, out_dir: str | Path,
                      fingerprint: Mapping[str, Any] | None = None, resume: bool = True,
-                     progress: bool = True) -> tuple[nn.Module, FitResult]:
-    """Train one fold; frames are uint8 (N, S, S) at ``sec.input_size``, targets int 0..3 (-1 = unusable)."""
+                     progress: bool = True, log: EpochLog | None = None) -> tuple[nn.Module, FitResult]:
+    """Train one fold; frames are uint8 (N, S, S) at ``sec.input_size``, targets int 0..3 (-1 = unusable).
+
+    ``log``: per-epoch metrics for DVC's tools (:mod:`lus.train.live`)."""
     torch.manual_seed(seed)
     keep = np.asarray(train_targets) >= 0
     if not keep.any():
@@ -94,5 +97,5 @@ def train_frame_fold(train_images: torch.Tensor, train_targets: np.ndarray, val_
     if len(val_images) and (np.asarray(val_targets) >= 0).any():
         evaluate_fn = make_evaluate_fn(val_images, val_targets, sec.eval_batch_size)
     result = fit(model, data, loss_fn, out_dir, train_config(sec, seed, progress), labels=data.targets.numpy(),
-                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=resume)
+                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=resume, log=log)
     return model, result

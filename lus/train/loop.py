@@ -68,6 +68,8 @@ Outputs in ``out_dir`` (rank 0 only, all atomic)
     is only logged, so a rerun with the same inputs writes byte-identical files and DVC need not rerun what
     depends on them). At the end ``model.pt`` (state dict of the selected epoch; ``best_name``) and
     optionally ``last_name`` (last epoch weights).
+    Optionally, in its own folder: ``log`` gets the same rows in DVCLive's format for ``dvc exp show`` /
+    ``dvc plots`` (``lus.train.live``; DVCLive writes in place, and a resumed run rebuilds the log).
 
 Resume
     With ``resume=True`` (default) an existing checkpoint whose config and ``fingerprint`` match is
@@ -113,6 +115,7 @@ from lus.runtime import seed_everything, torch_generator, worker_init_fn
 from lus.train.distributed import (
     DistEnv, all_reduce_sum, barrier, device_for, dist_env, gather_objects, init_distributed,
 )
+from lus.train.live import EpochLog
 
 LossFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, Mapping[str, Any]]"]
 EvalFn = Callable[[nn.Module], Mapping[str, float]]
@@ -408,12 +411,14 @@ def fit(model: nn.Module, dataset: Any, loss_fn: LossFn, out_dir: str | Path, co
         sample_fn: SampleFn | None = None, fingerprint: Mapping[str, Any] | None = None, resume: bool = True,
         make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
         collate_fn: Callable | None = None, restore_best: bool = True,
-        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+        log: EpochLog | None = None, log_prefix: str = "") -> FitResult:
     """Train ``model`` on ``dataset`` with ``loss_fn``; see the module docstring for the contract.
 
     ``on_epoch_end(epoch, row)`` is called after the checkpoint of 1-based ``epoch`` is written (tests
-    use it to simulate an interruption). Returns a :class:`FitResult`; with ``restore_best`` the model
-    holds the selected weights afterwards.
+    use it to simulate an interruption). ``log`` (rank 0; :class:`lus.train.live.EpochLog`) receives
+    every history row, names prefixed by ``log_prefix``; the epochs of a resumed checkpoint are logged
+    first. Returns a :class:`FitResult`; with ``restore_best`` the model holds the selected weights afterwards.
     """
     env = dist_env()
     device = device_for(env, config.device)
@@ -467,6 +472,11 @@ def fit(model: nn.Module, dataset: Any, loss_fn: LossFn, out_dir: str | Path, co
                 _set_rng_state(rng[env.rank])
             else:
                 warnings.warn("checkpoint was written with another world size; RNG streams restart", stacklevel=2)
+
+    log = log if env.is_main else None
+    if log is not None:  # a resumed run logs the same rows as an uninterrupted one
+        for past in history:
+            log.log_epoch(past, log_prefix)
 
     train_model: nn.Module = model
     if env.distributed:
@@ -555,6 +565,8 @@ def fit(model: nn.Module, dataset: Any, loss_fn: LossFn, out_dir: str | Path, co
             }, ckpt_path)
         if env.is_main:
             _write_curve(out_dir / config.curve_name, history)
+            if log is not None:
+                log.log_epoch(row, log_prefix)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch",))
             print(f"epoch {epoch}/{config.epochs}: {shown}, time_s {seconds:.4g}", file=sys.stderr, flush=True)
         if on_epoch_end is not None:
