@@ -41,8 +41,8 @@ Trained on: **$source_name** data ($n_videos videos, $n_patients patients). $syn
 
 | part | what | files in `$export_dir/` |
 |---|---|---|
-| frame severity | $frame_arch (input ${input_size} x ${input_size} grey, crops ${crop_size} px), SORD-trained, one model per patient-wise fold ($n_folds folds) | `frame/fold_<k>.pt` |
-| video score | uninorm aggregator ($tnorm t-norm, off-diagonal $off_diagonal) over the frame probabilities in temporal order | `aggregator.json` |
+| frame severity | $frame_desc | $frame_files |
+| video score | $agg_desc | `aggregator.json` |
 | segmentation | $seg_desc | $seg_files |
 | video diagnosis | $cnn_desc | $cnn_files |
 
@@ -187,10 +187,15 @@ def render_model_card(manifest: dict[str, Any], export_dir: str | Path = "models
         "synthetic_metrics_note": "On synthetic data these numbers test the software, not clinical performance."
                                   if synthetic else "",
         "export_dir": Path(export_dir).as_posix(),
-        "frame_arch": arch if frame.get("applicable") else f"not available ({frame.get('reason', '')})",
-        "input_size": fparams.get("input_size", "–"), "crop_size": fparams.get("crop_size", "–"),
-        "n_folds": len(folds) or "–",
-        "tnorm": agg.get("tnorm", "–"), "off_diagonal": agg.get("off_diagonal", "–"),
+        "frame_desc": (f"{arch} (input {fparams.get('input_size', '–')} x {fparams.get('input_size', '–')} grey, crops "
+                       f"{fparams.get('crop_size', '–')} px), SORD-trained, one model per patient-wise fold "
+                       f"({len(folds)} folds)" if frame.get("applicable")
+                       else f"not available ({frame.get('reason', 'not applicable')})"),
+        "frame_files": "`frame/fold_<k>.pt`" if frame.get("applicable") else "–",
+        "agg_desc": (f"uninorm aggregator ({agg.get('tnorm')} t-norm, off-diagonal {agg.get('off_diagonal')}) over the "
+                     "frame probabilities in temporal order" if agg.get("applicable")
+                     else f"not available ({agg.get('reason', 'not applicable')})"),
+        "n_folds": len(folds or cnn.get("folds") or []) or "–",
         "neutral": "e = [" + ", ".join(f"{v:.3f}" for v in agg["neutral"]) + "]" if agg.get("neutral") else "–",
         "seg_desc": (f"{', '.join(seg['archs'])} ({sparams.get('encoder')} encoder), boosted softmax ensemble "
                      f"(boost {seg['boost']})" if seg_on else f"not included ({seg.get('reason', 'no masks')})"),
