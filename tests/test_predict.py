@@ -420,3 +420,24 @@ def test_export_refuses_a_cnn_lstm_trained_on_another_frame_model(run, tmp_path)
                       out_dir=tmp_path / "export", seed=0, folds=[0, 1], seg_archs=["unet"], seg_boost=[1, 1, 2, 2, 2],
                       cnn_lstm_dir=cnn)
     assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("settings", [{"stride": 2, "max_frames": 7}, {"target_fps": 4.0, "max_frames": 0},
+                                      {"max_frames": 3}, {"crop": "none", "max_frames": 9}])
+def test_cnn_lstm_reads_the_frames_the_stage_read_from_the_shard(run, settings):
+    """Frame selection (stride / target_fps / max_frames) then seq_len sampling, pixel for pixel like
+    extraction + train_cnn_lstm (the POCUS preset uses max_frames 40)."""
+    from lus.config.extract import ExtractSection
+    from lus.data.extract import VideoJob, extract_arrays
+    from lus.data.video_sampling import sample_indices
+    from lus.predict.diagnosis import read_sampled_frames
+
+    cfg = ExtractSection.from_dict({**load_bundle(run / "models/export", with_segmentation=False).extract.to_dict(),
+                                    **settings})
+    for vid in ("h0_p00_v0", "h1_p02_v1"):
+        shard, _ = extract_arrays(VideoJob(vid, _video(run, vid)), cfg, threads=1)
+        for seq_len in (4, 6, 40):
+            pick = sample_indices(len(shard["frames"]), seq_len)
+            frames, numbers = read_sampled_frames(_video(run, vid), cfg, seq_len)
+            assert numbers.tolist() == shard["frame_index"][pick].tolist(), (vid, seq_len)
+            np.testing.assert_array_equal(frames, shard["frames"][pick])
