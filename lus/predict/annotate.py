@@ -3,8 +3,7 @@
 Everything is drawn on the video as decoded (BGR, full resolution), with black header bands on top
 that carry the text (frame score and its class bars; below it the video's CNN-LSTM diagnosis and its
 class bars, with ``[read]`` on the frames the CNN-LSTM read), so no pixel of the ultrasound image is
-hidden by labels. The model saw only the
-sector crop: crop maps (normalised to that crop) are drawn inside it with
+hidden by labels. The model saw only the sector crop: crop maps (normalised to that crop) are drawn inside it with
 :func:`lus.report.localization.draw_crop_boxes` (crop 1 blue, crop 2 green), and the crop itself is
 outlined in grey. Segmentation labels (at the extraction size) are resized back onto the crop with
 nearest neighbours and blended with :func:`lus.report.seg_overlays.overlay`'s class colours. Videos
