@@ -106,7 +106,8 @@ def ensure_model(model: Path | None, tmp: Path) -> Path:
                   segmentation_dir=PROJECT / "models/segmentation", raw_dir=PROJECT / "data/raw",
                   frames_report=PROJECT / "data/frames/report.json", metrics_dir=PROJECT / "metrics",
                   out_dir=tmp / "export", seed=load_section(BaseSection, params).seed,
-                  folds=load_section(SplitSection, params).folds, seg_archs=seg.archs, seg_boost=seg.boost)
+                  folds=load_section(SplitSection, params).folds, seg_archs=seg.archs, seg_boost=seg.boost,
+                  cnn_lstm_dir=PROJECT / "models/cnn_lstm")
     return tmp / "export"
 
 

@@ -145,12 +145,15 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                                    "crop, grey, resize), per-frame severity probabilities (frames.csv), the uninorm "
                                    "video score (video.json), an annotated copy with the frame score and the Reg-STN "
                                    "crop boxes, and a segmentation overlay video when the export has segmentation "
-                                   "models. Outputs go to OUT/<video name>/. Research use only, not a medical device.")
+                                   "models; with a CNN-LSTM in the export, the video's diagnosis (video.json and a band "
+                                   "in the annotated copy). Outputs go to OUT/<video name>/. Research use only, not a "
+                                   "medical device.")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--model", default="models/export", help="exported models (dvc repro export; default models/export)")
     p.add_argument("--out", required=True, help="output folder (one subfolder per video)")
     p.add_argument("--fold", type=int, default=None,
-                   help="use fold K's frame model and neutral elements only (default: mean softmax of all folds)")
+                   help="use fold K's frame model, neutral elements and CNN-LSTM only (default: mean softmax of all "
+                        "folds)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N | auto")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = all cores)")
     p.add_argument("--video-format", choices=["mp4", "avi"], default="mp4",

@@ -2,12 +2,12 @@
 
     python -m stages.export --params params.yaml --frame-models models/frame --aggregator models/aggregator \
         --segmentation models/segmentation --raw data/raw --frames-report data/frames/report.json \
-        --metrics metrics --out models/export --card MODEL_CARD.md
+        --metrics metrics --cnn-lstm models/cnn_lstm --out models/export --card MODEL_CARD.md
 
 Runs after evaluate. Writes ``--out`` (``manifest.json``, ``frame/fold_<k>.pt``, ``aggregator.json``,
-``segmentation/<arch>/fold_<k>.pt``; format in :mod:`lus.export.bundle`) and ``--card``. The model
-settings come from what the training stages recorded next to their models; from ``params.yaml`` it
-reads only ``base.seed``, ``split.folds`` (which folds) and ``segmentation.archs``/``segmentation.boost``
+``segmentation/<arch>/fold_<k>.pt``, ``cnn_lstm/fold_<k>.pt``; format in :mod:`lus.export.bundle`) and
+``--card``. The model settings come from what the training stages recorded next to their models; from
+``params.yaml`` it reads only ``base.seed``, ``split.folds`` (which folds) and ``segmentation.archs``/``segmentation.boost``
 (which architectures, and the ensemble rule).
 """
 
@@ -23,10 +23,13 @@ from stages._cli import run, stage_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("Package the trained models (fold ensemble, aggregator, segmentation) and the model card.")
+    parser = stage_parser("Package the trained models (fold ensemble, aggregator, segmentation, CNN-LSTM) and the "
+                          "model card.")
     parser.add_argument("--frame-models", default="models/frame", help="folder holding fold_<k>/model.pt")
     parser.add_argument("--aggregator", default="models/aggregator", help="folder holding fold_<k>.json")
     parser.add_argument("--segmentation", default="models/segmentation", help="folder holding <arch>/fold_<k>/")
+    parser.add_argument("--cnn-lstm", default="models/cnn_lstm", help="folder holding fold_<k>/model.pt + meta.json "
+                                                                      "of train_cnn_lstm ('' = leave the CNN-LSTM out)")
     parser.add_argument("--raw", default="data/raw", help="folder with manifest.csv and source.json")
     parser.add_argument("--frames-report", default="data/frames/report.json", help="extraction report (settings)")
     parser.add_argument("--metrics", default="metrics", help="folder of the evaluate stage's metrics JSON")
@@ -42,11 +45,15 @@ def main(args: argparse.Namespace) -> None:
     manifest = export_models(frame_dir=args.frame_models, aggregator_dir=args.aggregator,
                              segmentation_dir=args.segmentation, raw_dir=args.raw, frames_report=args.frames_report,
                              metrics_dir=args.metrics, out_dir=args.out, seed=base.seed, folds=split.folds,
-                             seg_archs=seg.archs, seg_boost=seg.boost, card_path=args.card)
+                             seg_archs=seg.archs, seg_boost=seg.boost, card_path=args.card,
+                             cnn_lstm_dir=args.cnn_lstm or None)
     parts = [f"frame models of {len(manifest['frame_model'].get('folds', []))} folds"
              if manifest["frame_model"]["applicable"] else "no frame model (not applicable)"]
     if manifest["segmentation"]["applicable"]:
         parts.append(f"segmentation {'+'.join(manifest['segmentation']['archs'])}")
+    cnn = manifest["cnn_lstm"]
+    if cnn["applicable"]:
+        parts.append(f"CNN-LSTM ({cnn['target']}, backbone {cnn['backbone']['name']}) of {len(cnn['folds'])} folds")
     print(f"export: {', '.join(parts)} -> {args.out}; model card -> {args.card}")
 
 

@@ -39,7 +39,7 @@ from lus.data.video_sampling import FeatureCache, sequence_features
 from lus.io import write_csv, write_json
 from lus.metrics.classification import classification_scores
 from lus.models.backbones import build_backbone
-from lus.models.cnn_lstm import CnnLstmHead
+from lus.models.cnn_lstm import CnnLstmHead, predict_probs
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
 from lus.train.live import open_epoch_log
@@ -78,14 +78,6 @@ class SequenceDataset:
         return self.x[idx], self.y[idx]
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
-    model.eval()
-    device = next(model.parameters()).device
-    out = [torch.softmax(model(x[i:i + batch].to(device)), 1).cpu() for i in range(0, len(x), batch)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
 def main(args: argparse.Namespace) -> None:
     base = load_section(BaseSection, args.params)
     cfg = load_section(CnnLstmSection, args.params)
@@ -115,8 +107,7 @@ def main(args: argparse.Namespace) -> None:
     cache = FeatureCache(args.cache, backbone.key, {"what": "frozen per-frame features", **backbone.key_info})
 
     def extract(frames: np.ndarray) -> np.ndarray:
-        return np.concatenate([backbone(frames[i:i + cfg.feature_batch]).cpu().numpy()
-                               for i in range(0, len(frames), cfg.feature_batch)])
+        return backbone.features(frames, cfg.feature_batch)
 
     feats = torch.from_numpy(sequence_features(videos["video_id"].tolist(), args.frames, cfg.seq_len, extract, cache,
                                                progress=not args.no_progress))
@@ -161,7 +152,7 @@ def main(args: argparse.Namespace) -> None:
     if not dist_env().is_main:
         return
     te = rows["test"]
-    probs = predict(model, feats[torch.from_numpy(te)])
+    probs = predict_probs(model, feats[torch.from_numpy(te)])
     pred = probs.argmax(1)
     test = videos.iloc[te]
     table = pd.DataFrame({"video_id": test["video_id"].to_numpy(), "patient_id": test["patient_id"].astype(str).to_numpy(),

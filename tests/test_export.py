@@ -114,7 +114,8 @@ def test_package_layout_and_manifest(exported):
     assert manifest["metrics"]["frame"]["reg_stn"]["accuracy"] == 0.8123
     assert {"torch", "torchvision", "opencv", "lus", "numpy"} <= set(manifest["versions"])
     assert manifest["segmentation"]["archs"] == ["unet"]  # deeplabv3plus had no masks: left out
-    assert set(manifest["params"]) == {"base", "extract", "frame_model", "aggregator", "segmentation"}
+    assert set(manifest["params"]) == {"base", "extract", "frame_model", "aggregator", "segmentation", "cnn_lstm"}
+    assert manifest["cnn_lstm"] == {"applicable": 0, "reason": "no CNN-LSTM given to the export"}
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
     assert set(manifest["files"]) == {"aggregator.json", "frame/fold_0.pt", "frame/fold_1.pt",
@@ -188,7 +189,8 @@ def test_stage_reads_its_params_and_dvc_yaml_declares_it(tmp_path):
         "--params", str(tmp_path / "params.yaml"), "--frame-models", str(paths["frame_dir"]),
         "--aggregator", str(paths["aggregator_dir"]), "--segmentation", str(paths["segmentation_dir"]),
         "--raw", str(paths["raw_dir"]), "--frames-report", str(paths["frames_report"]),
-        "--metrics", str(paths["metrics_dir"]), "--out", str(tmp_path / "exp"), "--card", str(tmp_path / "card.md")])
+        "--metrics", str(paths["metrics_dir"]), "--cnn-lstm", "", "--out", str(tmp_path / "exp"),
+        "--card", str(tmp_path / "card.md")])
     stage.main(args)
     assert json.loads((tmp_path / "exp/manifest.json").read_text())["seed"] == 3
     assert (tmp_path / "card.md").is_file()
@@ -198,5 +200,7 @@ def test_stage_reads_its_params_and_dvc_yaml_declares_it(tmp_path):
     assert export["params"] == ["base.seed", "split.folds", "segmentation.archs", "segmentation.boost"]
     assert "models/export" in export["outs"] and {"MODEL_CARD.md": {"cache": False}} in export["outs"]
     assert all(f"metrics/{g}.json" in export["deps"] for g in ("frame", "video", "segmentation", "cnn_lstm"))
+    assert "--cnn-lstm models/cnn_lstm" in export["cmd"]
+    assert {"models/cnn_lstm", "lus/models/cnn_lstm.py", "lus/models/backbones.py"} <= set(export["deps"])
     assert dvc["artifacts"]["lus-models"]["path"] == "models/export"
     assert dvc["artifacts"]["lus-models"]["type"] == "model"

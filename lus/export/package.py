@@ -8,6 +8,11 @@ What goes in and why:
 * the uninorm neutral elements of every fold and their per-class **mean** (``aggregator.json``),
   used with the fold ensemble (a fold's own elements with ``--fold K``);
 * the segmentation models of every architecture and trained fold, when the data source had masks;
+* the CNN-LSTM (Barros et al.) of every fold (``cnn_lstm/fold_<k>.pt``, the head with its feature
+  standardisation buffers) and how to rebuild its frozen backbone: fold k's own frame model (already
+  in the package), the ImageNet weights of the offline file (checked by digest), or, for random-init
+  or user weights, the backbone weights themselves (``cnn_lstm/backbone_*.pt``); plus the frames it
+  reads per video (``seq_len``, sampling rule) and its classes;
 * ``manifest.json``: everything predict needs to preprocess and rebuild the models (extraction
   settings, model specs) and what a reader needs to judge them (data source, params, seed,
   versions, out-of-fold metrics of ``metrics/*.json``, SHA-256 of every file).
@@ -26,12 +31,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import torch
+
 from lus.export.bundle import (
-    AGGREGATOR, CLASSES, FORMAT, MANIFEST, build_frame_net, build_segmentation_net, frame_file, load_state,
-    segmentation_file,
+    AGGREGATOR, CLASSES, FORMAT, MANIFEST, build_cnn_lstm_head, build_frame_net, build_segmentation_net,
+    cnn_lstm_file, frame_file, load_state, segmentation_file,
 )
 from lus.io import atomic_dir, read_json, write_json, write_torch
-from lus.models.backbones import frame_spec_from_meta
+from lus.models.backbones import build_backbone, file_digest, frame_spec_from_meta
 
 # FrameModelSpec fields that are runtime choices, not part of what the weights fit
 RUNTIME_SPEC_FIELDS = ("pretrained", "channels_last")
@@ -144,6 +151,87 @@ def export_segmentation(seg_dir: Path, archs: Sequence[str], boost: Sequence[flo
     }
 
 
+# cnn_lstm params that are runtime choices (may differ between folds without changing the model)
+CNN_LSTM_RUNTIME_KEYS = ("device", "num_threads", "checkpoint_every", "feature_batch")
+SAMPLING_RULE = ("the frames extraction keeps (extract.stride / target_fps, then max_frames spread evenly), then "
+                 "seq_len of them at indices round(linspace(0, T - 1, seq_len)) (numpy rounding; a shorter video "
+                 "repeats frames)")
+
+
+def _cnn_lstm_backbone(meta: dict[str, Any], k: int, meta_path: Path, frame_dir: Path, frame: dict[str, Any],
+                       out: Path) -> dict[str, Any]:
+    """How to rebuild fold k's frozen backbone, checked against what train_cnn_lstm recorded in meta.json."""
+    params, info = meta["params"], meta["backbone"]
+    name = params["backbone"]
+    if name == "frame_model":
+        if not frame.get("applicable") or k not in frame.get("folds", []):
+            raise ValueError(f"{meta_path}: the CNN-LSTM reads fold {k}'s frame model, which is not exported")
+        digest = f"file:{file_digest(frame_dir / f'fold_{k}' / 'model.pt')}"
+        if info.get("weights") != digest:
+            raise ValueError(f"{meta_path}: the CNN-LSTM was trained on frame model weights {info.get('weights')}, "
+                             f"but {frame_dir / f'fold_{k}' / 'model.pt'} is {digest}; rerun train_cnn_lstm@{k}")
+        return {"file": frame_file(k), "key_info": info}
+    # Built as train_cnn_lstm builds it: right after seeding torch with the fold's seed (random init).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(meta["seed"]))
+        backbone = build_backbone(name, params["weights"], int(params["input_size"]))
+    if backbone.key_info != info:
+        raise ValueError(f"{meta_path}: the CNN-LSTM was trained on backbone {info}, but rebuilding it here gives "
+                         f"{backbone.key_info}; rerun train_cnn_lstm@{k}")
+    if params["weights"] == "imagenet":
+        return {"file": None, "key_info": info}  # predict loads the same offline file and checks its digest
+    rel = (f"cnn_lstm/backbone_fold_{k}.pt" if params["weights"] == "none"
+           else f"cnn_lstm/backbone_{info['weights'].replace(':', '_')}.pt")  # a user file: once for all folds
+    write_torch(out / rel, backbone.net.state_dict())
+    return {"file": rel, "key_info": info}
+
+
+def export_cnn_lstm(cnn_dir: Path | None, folds: Sequence[int], frame_dir: Path, frame: dict[str, Any],
+                    out: Path) -> dict[str, Any]:
+    """Every fold's CNN-LSTM head (validated) and what rebuilds its backbone and input (manifest entry)."""
+    if cnn_dir is None:
+        return {"applicable": 0, "reason": "no CNN-LSTM given to the export"}
+    paths = {k: _require(cnn_dir / f"fold_{k}" / "meta.json", f"train_cnn_lstm@{k}") for k in folds}
+    metas = {k: read_json(p) for k, p in paths.items()}
+    first = metas[folds[0]]
+
+    def model_params(m: dict[str, Any]) -> dict[str, Any]:
+        return {key: v for key, v in m["params"].items() if key not in CNN_LSTM_RUNTIME_KEYS}
+
+    for k, m in metas.items():
+        for key, value in (("target", first["target"]), ("classes", first["classes"]),
+                           ("feature_dim", first["feature_dim"]), ("params", model_params(first))):
+            mine = model_params(m) if key == "params" else m.get(key)
+            if mine != value:
+                raise ValueError(f"{paths[k]}: CNN-LSTM {key} {mine} differ from fold {folds[0]}'s {value}; "
+                                 "retrain all folds (dvc repro train_cnn_lstm)")
+    params = first["params"]
+    head = {"hidden": params["hidden"], "input_dropout": params["input_dropout"], "fc": params["fc"]}
+    per_fold = {}
+    for k in folds:
+        state = load_state(_require(cnn_dir / f"fold_{k}" / "model.pt", f"train_cnn_lstm@{k}"))
+        build_cnn_lstm_head(head, first["feature_dim"], len(first["classes"])).load_state_dict(state)
+        write_torch(out / cnn_lstm_file(k), state)
+        per_fold[str(k)] = _cnn_lstm_backbone(metas[k], k, paths[k], frame_dir, frame, out)
+    return {
+        "applicable": 1, "folds": list(folds), "target": first["target"], "classes": first["classes"],
+        "seq_len": int(params["seq_len"]), "sampling": SAMPLING_RULE,
+        "feature_batch": int(params["feature_batch"]),
+        "backbone": {"name": params["backbone"], "weights": params["weights"] if params["backbone"] != "frame_model"
+                     else "the fold's frame model (frame/fold_<k>.pt)", "input_size": int(params["input_size"]),
+                     "feature_dim": int(first["feature_dim"]), "per_fold": per_fold},
+        "head": head,
+        "standardisation": ("per-dimension feature mean/std of the fold's training videos: buffers feature_mean / "
+                            "feature_std of each cnn_lstm/fold_<k>.pt" if params["standardize"]
+                            else "none (identity buffers)"),
+        "output": "softmax over classes of the last LSTM state's dense layers",
+        "ensemble": "mean of the folds' softmax (each fold with its own backbone); --fold K uses fold K's only",
+        "selected_epochs": {str(k): m.get("selected_epoch") for k, m in metas.items()},
+        "n_videos": {str(k): m.get("n_videos") for k, m in metas.items()},
+        "params": params,
+    }
+
+
 def describe_data(raw_dir: Path) -> dict[str, Any]:
     from lus.data.manifest import read_manifest
 
@@ -172,8 +260,11 @@ def read_metrics(metrics_dir: Path) -> dict[str, Any]:
 def export_models(*, frame_dir: str | Path, aggregator_dir: str | Path, segmentation_dir: str | Path,
                   raw_dir: str | Path, frames_report: str | Path, metrics_dir: str | Path, out_dir: str | Path,
                   seed: int, folds: Sequence[int], seg_archs: Sequence[str], seg_boost: Sequence[float],
-                  card_path: str | Path | None = None) -> dict[str, Any]:
-    """Write the export folder (and MODEL_CARD.md when ``card_path`` is given); return the manifest."""
+                  card_path: str | Path | None = None, cnn_lstm_dir: str | Path | None = None) -> dict[str, Any]:
+    """Write the export folder (and MODEL_CARD.md when ``card_path`` is given); return the manifest.
+
+    ``cnn_lstm_dir`` (``models/cnn_lstm``): None leaves the CNN-LSTM out (the manifest says so).
+    """
     from lus.export.model_card import render_model_card
     from lus.io import write_text
     from lus.runtime import provenance
@@ -190,6 +281,8 @@ def export_models(*, frame_dir: str | Path, aggregator_dir: str | Path, segmenta
         aggregator = {**aggregator, "file": AGGREGATOR}
         aggregator_params = aggregator.pop("params", None)
         segmentation = export_segmentation(Path(segmentation_dir), seg_archs, seg_boost, tmp)
+        cnn_lstm = export_cnn_lstm(None if cnn_lstm_dir is None else Path(cnn_lstm_dir), folds, Path(frame_dir),
+                                   frame, tmp)
         versions = {k: v for k, v in provenance(seed).items() if k not in ("seed", "cpu_threads")}
         manifest = {
             "format": FORMAT,
@@ -201,9 +294,10 @@ def export_models(*, frame_dir: str | Path, aggregator_dir: str | Path, segmenta
             "frame_model": frame,
             "aggregator": aggregator,
             "segmentation": segmentation,
+            "cnn_lstm": cnn_lstm,
             "params": {"base": {"seed": seed}, "extract": report["params"], "frame_model": frame.get("params"),
                        "aggregator": aggregator_params,
-                       "segmentation": segmentation.get("params")},
+                       "segmentation": segmentation.get("params"), "cnn_lstm": cnn_lstm.get("params")},
             "metrics_source": "out-of-fold evaluation of this run (metrics/*.json of the evaluate stage)",
             "metrics": read_metrics(Path(metrics_dir)),
             "versions": versions,

@@ -120,6 +120,13 @@ class FeatureBackbone(nn.Module):
         out = self._features(self.net, x) if self._features is not None else self.net(x)
         return out.flatten(1).float()
 
+    def features(self, frames: np.ndarray, batch: int) -> np.ndarray:
+        """float32 (N, dim) features of uint8 frames (N, H, W), ``batch`` frames per forward pass.
+
+        The one feature path of the CNN-LSTM: train_cnn_lstm (through the feature cache) and ``lus predict``.
+        """
+        return np.concatenate([self(frames[i:i + batch]).cpu().numpy() for i in range(0, len(frames), batch)])
+
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, H, W) uint8 -> (B, 1, size, size) float in [0, 1] (bilinear, antialiased when shrinking)."""
@@ -253,16 +260,26 @@ def frame_model_backbone(model_dir: str | Path, fold: int | None = None) -> Feat
     spec = frame_spec_from_meta(meta)
     net = build_frame_model(spec)
     net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    net.eval()
     size = int(spec.input_size)
+    key = {"backbone": "frame_model", "fold": meta.get("fold"), "arch": spec.arch, "weights": f"file:{file_digest(weights_path)}",
+           "input_size": size, "pre": "grey01-resize-v1", "features": "gap-loc-and-crops-v2"}
+    return frame_net_backbone(net, size, key)
+
+
+def frame_net_backbone(net: nn.Module, input_size: int, key: dict[str, Any]) -> FeatureBackbone:
+    """A built frame classifier with its weights loaded, as a frozen extractor (``key``: its cache identity).
+
+    Shared by training (:func:`frame_model_backbone`, from ``models/frame/fold_K``) and ``lus predict``
+    (from the exported ``frame/fold_K.pt``), so both compute the same features.
+    """
+    net.eval()
+    size = int(input_size)
     with torch.no_grad():
         dim = _frame_model_features(net, torch.zeros(2, 1, size, size)).shape[1]
 
     def preprocess(frames: torch.Tensor) -> torch.Tensor:
         return _resize(frames, size)  # the frame model's own input: [0, 1], no normalisation
 
-    key = {"backbone": "frame_model", "fold": meta.get("fold"), "arch": spec.arch, "weights": f"file:{file_digest(weights_path)}",
-           "input_size": size, "pre": "grey01-resize-v1", "features": "gap-loc-and-crops-v2"}
     return FeatureBackbone(net, preprocess, dim, key, features=_frame_model_features)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -91,6 +92,18 @@ class CnnLstmHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, D) features -> logits (B, n_classes)."""
         return self.mlp(self.lstm((x - self.feature_mean) / self.feature_std))
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    """Softmax (V, n_classes) of the head on feature sequences ``x`` (V, T, D), in eval mode.
+
+    Used by train_cnn_lstm for its test predictions and by ``lus predict``.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    out = [torch.softmax(model(x[i:i + batch].to(device)), 1).cpu() for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -31,10 +31,17 @@ def run_predict(videos: Sequence[str], model: str, out: str, fold: int | None = 
     if bundle.manifest.get("data", {}).get("source") == "synthetic":
         print(f"note: {model} was trained on synthetic data; its outputs say nothing about real scans",
               file=sys.stderr)
+    if bundle.cnn_lstm is None:
+        print(f"note: {model} has no CNN-LSTM ({bundle.missing_cnn_lstm}): no diagnosis, severity only")
     done, failed = predict_videos(videos, bundle, out, opts)
     for s in done:
         folder = Path(out) / Path(s["video"]).stem
-        print(f"{s['video']}: video score {s['video_score']} ({s['n_frames']} frames; {bundle.description}) -> {folder}")
+        parts = [f"video score {s['video_score']}"] if "video_score" in s else []
+        if "diagnosis" in s:
+            d = s["diagnosis"]
+            parts.append(f"diagnosis {d['predicted']} ({d['probabilities'][d['predicted']]:.2f}; "
+                         + ", ".join(f"{c} {p:.2f}" for c, p in d["probabilities"].items()) + ")")
+        print(f"{s['video']}: {'; '.join(parts)} ({s['n_frames']} frames; {bundle.description}) -> {folder}")
     for path, message in failed:
         print(f"error: {path}: {message}", file=sys.stderr)
     if failed:

@@ -5,10 +5,12 @@ succeeded, so a failure never leaves half-written outputs):
 
 * ``frames.csv``: ``frame_index, time_s, score, p0..p3, theta1_0..5, theta2_0..5`` per decoded frame
   (probabilities and crop maps as in ``data/predictions/frames.parquet``; with the fold ensemble, their
-  means over the folds, which are also the boxes drawn);
+  means over the folds, which are also the boxes drawn); only when the bundle has frame models;
 * ``video.json``: the uninorm video score, the aggregated value per class, the neutral elements used,
-  frame-score counts, the crop and which models ran;
-* ``annotated.mp4`` (or ``.avi``): every frame with its predicted score and the crop-1/crop-2 boxes;
+  frame-score counts (frame models), the CNN-LSTM ``diagnosis`` (class probabilities, predicted class,
+  frames read; when the bundle has it), the crop and which models ran;
+* ``annotated.mp4`` (or ``.avi``): every frame with its predicted score and the crop-1/crop-2 boxes, and
+  the video's diagnosis;
 * ``segmentation.mp4`` (or ``.avi``): region overlays, when the bundle has segmentation models;
 * ``snapshot.png``: one annotated frame, on request.
 
@@ -32,7 +34,8 @@ from lus.data.video import check_video_path
 from lus.export.bundle import Bundle
 from lus.io import atomic_dir, write_json
 from lus.labels import PROB_COLUMNS
-from lus.predict.annotate import annotate_frame, overlay_segmentation
+from lus.predict.annotate import DiagnosisView, annotate_frame, overlay_segmentation
+from lus.predict.diagnosis import diagnose
 from lus.predict.stream import Chunk, VideoStream
 from lus.predict.writers import FrameCsv, VideoSink
 
@@ -89,34 +92,38 @@ class _Outputs:
     """The streaming writers of one video inside its temporary output folder."""
 
     def __init__(self, folder: Path, bundle: Bundle, opts: PredictOptions, fps: float) -> None:
-        self.csv = FrameCsv(folder / "frames.csv", CSV_COLUMNS)
+        self.csv = FrameCsv(folder / "frames.csv", CSV_COLUMNS) if bundle.frame is not None else None
         self.annotated = VideoSink(folder / "annotated", opts.video_format, fps) if opts.video else None
         self.seg = (VideoSink(folder / "segmentation", opts.video_format, fps)
                     if opts.segmentation and bundle.segmentation is not None else None)
 
     def close(self) -> None:
-        self.csv.close()
+        if self.csv is not None:
+            self.csv.close()
         for sink in (self.annotated, self.seg):
             if sink is not None:
                 sink.close()
 
 
 def _process_chunk(chunk: Chunk, bundle: Bundle, out: _Outputs, fps: float, snap_at: int | None,
-                   snapshot: dict[str, Any]) -> np.ndarray:
-    """Score one chunk, write its rows and frames; returns its probabilities (n, 4)."""
-    pred = bundle.frame(chunk.small)
-    probs = pred["probs"]
-    times = chunk.index / fps if math.isfinite(fps) and fps > 0 else np.full(len(chunk), np.nan)
-    columns = {"frame_index": chunk.index, "time_s": np.round(times, 4), "score": probs.argmax(1)}
-    columns |= {c: probs[:, i] for i, c in enumerate(PROB_COLUMNS)}
-    for k in (1, 2):
-        columns |= {f"theta{k}_{i}": pred[f"theta{k}"][:, i] for i in range(6)}
-    out.csv.write_rows(columns)
+                   snapshot: dict[str, Any], diagnosis: DiagnosisView | None) -> np.ndarray | None:
+    """Score one chunk, write its rows and frames; returns its probabilities (n, 4) (None without frame models)."""
+    probs = None
+    if bundle.frame is not None:
+        pred = bundle.frame(chunk.small)
+        probs = pred["probs"]
+        times = chunk.index / fps if math.isfinite(fps) and fps > 0 else np.full(len(chunk), np.nan)
+        columns = {"frame_index": chunk.index, "time_s": np.round(times, 4), "score": probs.argmax(1)}
+        columns |= {c: probs[:, i] for i, c in enumerate(PROB_COLUMNS)}
+        for k in (1, 2):
+            columns |= {f"theta{k}_{i}": pred[f"theta{k}"][:, i] for i in range(6)}
+        out.csv.write_rows(columns)
     need_annotated = out.annotated is not None or snap_at is not None
     if need_annotated:
         for j, frame_no in enumerate(chunk.index):
-            img = annotate_frame(chunk.originals[j], chunk.crop.box, pred["theta1"][j], pred["theta2"][j], probs[j],
-                                 int(frame_no))
+            severity = {} if probs is None else {"theta1": pred["theta1"][j], "theta2": pred["theta2"][j],
+                                                 "probs": probs[j]}
+            img = annotate_frame(chunk.originals[j], chunk.crop.box, int(frame_no), diagnosis=diagnosis, **severity)
             if out.annotated is not None:
                 out.annotated.write(img)
             if snap_at is not None and (frame_no <= snap_at or "image" not in snapshot):
@@ -147,35 +154,46 @@ def predict_video(path: str | Path, bundle: Bundle, out_dir: str | Path, opts: P
     """Write every output of one video to ``out_dir`` (replaced atomically); return its ``video.json`` content."""
     path = check_video_path(path)
     out_dir = Path(out_dir)
+    diagnosis = diagnose(path, bundle.cnn_lstm, bundle.extract) if bundle.cnn_lstm is not None else None
+    view = (DiagnosisView(diagnosis["classes"], np.array(list(diagnosis["probabilities"].values())),
+                          frozenset(diagnosis["frames_read"])) if diagnosis is not None else None)
     with atomic_dir(out_dir) as tmp, VideoStream(path, bundle.extract, opts.chunk_size) as stream:
         fps = stream.fps
         snap_at = _snapshot_target(opts.snapshot, stream.n_frames_hint)
         snapshot: dict[str, Any] = {}
-        parts: list[np.ndarray] = []
+        parts: list[np.ndarray | None] = []
+        n_frames = 0
         crop = None
         out = _Outputs(tmp, bundle, opts, fps)
         bar = tqdm(total=stream.n_frames_hint or None, desc=path.name, unit="frame", disable=not opts.progress,
                    dynamic_ncols=True, leave=False)
         try:
             for chunk in stream.chunks():
-                parts.append(_process_chunk(chunk, bundle, out, fps, snap_at, snapshot))
+                parts.append(_process_chunk(chunk, bundle, out, fps, snap_at, snapshot, view))
+                n_frames += len(chunk)
                 crop = chunk.crop
                 bar.update(len(chunk))
         finally:
             bar.close()
             out.close()
-        probs = np.concatenate(parts)
-        counts = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+        severity: dict[str, Any] = {}
+        if bundle.frame is not None:
+            probs = np.concatenate(parts)
+            counts = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+            severity = {**aggregate_video(probs, bundle, path.stem),
+                        "frame_scores": {"counts": {str(c): int(n) for c, n in enumerate(counts)},
+                                         "mean_probabilities": {str(c): float(v) for c, v in enumerate(probs.mean(0))}}}
         summary = {
-            "video": str(path), "n_frames": int(len(probs)),
+            "video": str(path), "n_frames": n_frames,
             "fps": round(fps, 6) if math.isfinite(fps) else None,
             "frame_size": list(stream.reader.frame_shape or ())[::-1],
-            **aggregate_video(probs, bundle, path.stem),
-            "frame_scores": {"counts": {str(c): int(n) for c, n in enumerate(counts)},
-                             "mean_probabilities": {str(c): float(v) for c, v in enumerate(probs.mean(0))}},
+            **severity,
+            **({"diagnosis": diagnosis} if diagnosis is not None else {}),
             "crop": {"x0": crop.box.x0, "y0": crop.box.y0, "x1": crop.box.x1, "y1": crop.box.y1,
                      "method": crop.method},
-            "models": {"frame": bundle.description, "folds": bundle.frame.folds,
+            "models": {"frame": bundle.description if bundle.frame is not None else None,
+                       "folds": bundle.frame.folds if bundle.frame is not None else [],
+                       "cnn_lstm": diagnosis["model"] if diagnosis is not None else None,
                        "segmentation": bundle.segmentation.names if out.seg is not None else [],
                        "export": str(bundle.root), "trained_on": bundle.manifest.get("data", {}).get("source")},
             "outputs": sorted(p.name for p in tmp.iterdir()) + ["video.json"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -34,12 +34,20 @@ class Chunk:
         return len(self.index)
 
 
-def _preprocessed(reader: VideoReader, cfg: ExtractSection) -> Iterator[tuple[int, np.ndarray, np.ndarray, SectorCrop]]:
-    """``(frame number, BGR frame, preprocessed frame, crop)`` for every decoded frame, in order."""
+def preprocessed(reader: VideoReader, cfg: ExtractSection, want: Callable[[int], bool] | None = None
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, SectorCrop]]:
+    """``(frame number, BGR frame, preprocessed frame, crop)`` for every decoded frame, in order.
+
+    With ``want``, only the frames it accepts are yielded (the others past the crop buffer are only
+    grabbed, not converted): the CNN-LSTM reads just its sampled frames this way.
+    """
     n_buffer = cfg.crop_buffer if cfg.crop != "none" else 0
+    wanted = want or (lambda _i: True)
     head: list[np.ndarray] = []
     crop: SectorCrop | None = None
-    for i, frame in reader.frames():
+    for i, frame in reader.frames(want=None if want is None else (lambda i: i < n_buffer or wanted(i))):
+        if frame is None:
+            continue
         if crop is None:
             if i < n_buffer:
                 head.append(frame)  # the reader hands out a fresh array per frame (no buffer reuse)
@@ -47,7 +55,8 @@ def _preprocessed(reader: VideoReader, cfg: ExtractSection) -> Iterator[tuple[in
                     continue
             crop = settle_sector(head, frame.shape[:2], cfg)
             for j, f in enumerate(head):
-                yield j, f, crop.convert(f), crop
+                if wanted(j):
+                    yield j, f, crop.convert(f), crop
             head = []
             if i < n_buffer:
                 continue
@@ -55,7 +64,8 @@ def _preprocessed(reader: VideoReader, cfg: ExtractSection) -> Iterator[tuple[in
     if crop is None and head:  # clip shorter than the crop buffer
         crop = settle_sector(head, reader.frame_shape, cfg)
         for j, f in enumerate(head):
-            yield j, f, crop.convert(f), crop
+            if wanted(j):
+                yield j, f, crop.convert(f), crop
 
 
 class VideoStream:
@@ -80,7 +90,7 @@ class VideoStream:
         originals: list[np.ndarray] = []
         small: list[np.ndarray] = []
         crop: SectorCrop | None = None
-        for i, frame, pre, crop in _preprocessed(self.reader, self.cfg):
+        for i, frame, pre, crop in preprocessed(self.reader, self.cfg):
             index.append(i)
             originals.append(frame)
             small.append(pre)
