@@ -108,13 +108,36 @@ def frame_plots(pred_confusion: Path, frame_models: Path, folds: list[int], plot
     curves_png(curves, ("train_loss", "val_accuracy"), "frame model training", plots / "png" / "frame_training_curves.png")
 
 
+def add_baselines(groups: dict[str, dict[str, Any]], baselines: dict[str, Any]) -> None:
+    """Chance levels and linear probe of the ``baselines`` stage, beside the models of each group
+    (``frame.baselines``, ``video.baselines``, ``video.patient_covid_baselines``, ``cnn_lstm.baselines``),
+    so ``dvc metrics diff`` shows them with the models. A group whose task is not applicable gets none."""
+    for task, group, key in (("frame", "frame", "baselines"), ("video", "video", "baselines"),
+                             ("patient_covid", "video", "patient_covid_baselines"),
+                             ("cnn_lstm", "cnn_lstm", "baselines")):
+        if task in baselines and groups[group].get("applicable", 1) != 0 and groups[group]:
+            groups[group][key] = nest({f"{m}.{k}": v for m, entry in baselines[task].items()
+                                       for k, v in _flatten(entry).items()})
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def main(args: argparse.Namespace) -> None:
     folds = load_section(SplitSection, args.params).folds
     arch = load_section(FrameModelSection, args.params).arch
     plots, out = Path(args.plots), Path(args.metrics)
     # Check every input before writing anything, so a missing one leaves no partial results.
     inputs = [(Path(args.raw) / "source.json", "prepare"), (Path(args.raw) / "manifest.csv", "prepare"), (Path(args.predictions) / "frame_metrics.json", "predict_frames"),
-              (Path(args.frame_confusion), "predict_frames"), (Path(args.segmentation), "segmentation_ensemble")]
+              (Path(args.frame_confusion), "predict_frames"), (Path(args.segmentation), "segmentation_ensemble"),
+              (Path(args.baselines), "baselines")]
     inputs += [(Path(args.aggregator) / f"fold_{k}_predictions.csv", f"train_aggregator@{k}") for k in folds]
     inputs += [(Path(args.cnn_lstm) / f"fold_{k}" / "meta.json", f"train_cnn_lstm@{k}") for k in folds]
     for path, stage in inputs:
@@ -126,6 +149,7 @@ def main(args: argparse.Namespace) -> None:
         "segmentation": segmentation_group(Path(args.segmentation)),
     }
     groups["cnn_lstm"], classes = cnn_lstm_group(Path(args.cnn_lstm), folds, plots)
+    add_baselines(groups, read_json(require(Path(args.baselines), "baselines")))
     frame_plots(Path(args.frame_confusion), Path(args.frame_models), folds, plots)
     for name, group in groups.items():
         write_json(out / f"{name}.json", {name: group})
@@ -145,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aggregator", default="models/aggregator")
     parser.add_argument("--segmentation", default="models/segmentation_ensemble/metrics.json")
     parser.add_argument("--cnn-lstm", default="models/cnn_lstm")
+    parser.add_argument("--baselines", default="models/baselines/metrics.json")
     parser.add_argument("--metrics", default="metrics")
     parser.add_argument("--plots", default="plots")
     return parser

@@ -41,26 +41,68 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+BASELINE_LABELS = {
+    "chance_prior": "chance: most frequent training class",
+    "chance_random": "chance: random guess with training class frequencies",
+    "linear_probe": "linear probe: frozen ImageNet features + logistic regression",
+}
+BASELINE_NOTE = ("Chance and linear-probe rows are computed by the `baselines` stage on the same folds and test items: "
+                 "the chance levels from the fold's training labels only (the random guess averaged over many draws), "
+                 "the probe fitted on the fold's training patients with its regularisation chosen on its validation "
+                 "patients.")
+
+
+def verdict(name: str, value: float | None, baselines: Mapping[str, Any], metric: str, scale: float = 100.0,
+            digits: int = 1) -> str:
+    """One sentence placing a model's score against the chance levels and the linear probe of its table."""
+    if value is None or not baselines:
+        return ""
+    chance = [v for m in ("chance_prior", "chance_random") if (v := get(baselines, f"{m}.{metric}")) is not None]
+    probe = get(baselines, f"linear_probe.{metric}")
+    fmt = (lambda v: f"{scale * v:.{digits}f}")
+    ref = f"chance {' / '.join(fmt(v) for v in chance)}" + (f", linear probe {fmt(probe)}" if probe is not None else "")
+    if chance and value <= max(chance):
+        word = "**at or below chance: it has learned nothing usable here**"
+    elif probe is not None and value <= probe:
+        word = "above chance but **not above the linear probe**"
+    else:
+        word = "above chance and above the linear probe"
+    return f"- **{name}**: {fmt(value)} ({ref}): {word}."
+
+
+def baseline_rows(baselines: Mapping[str, Any], cells: Any) -> list[list[str]]:
+    """Table rows of the chance levels and the probe; ``cells(metrics)`` gives a row's value cells."""
+    return [[f"*{label}*"] + cells(baselines[m]) for m, label in BASELINE_LABELS.items()
+            if isinstance(baselines.get(m), Mapping)]
+
+
 NO_SEVERITY = "Not applicable: this data source has no severity labels (frame model and aggregator skipped)."
 
 
 def table1(frame: Mapping[str, Any]) -> str:
     """Frame F1 (= accuracy, %) per model and evaluation setting, ours vs Roy et al. Table 1."""
-    if frame and not any(get(m, "applicable") != 0 for m in frame.values()):
+    models = {arch: m for arch, m in frame.items() if arch != "baselines" and isinstance(m, Mapping)}
+    if models and not any(get(m, "applicable") != 0 for m in models.values()):
         return NO_SEVERITY
     rows = []
-    for arch, m in frame.items():
+    for arch, m in models.items():
         cells = [pct(get(m, f"pooled.{s}.accuracy")) for s in pub.TABLE1_COLUMNS[:-1]]
         cells.append(pct(get(m, "pooled.avg.accuracy")))
         rows.append([f"**ours: {arch}**"] + cells)
         weak = get(m, "weak_label.pooled.accuracy")
         if weak is not None and get(m, "pooled.regular.accuracy") is None:
             rows[-1][1] = f"{pct(weak)} (weak labels)"
+    base = frame.get("baselines", {})
+    n_cols = len(pub.TABLE1_COLUMNS)
+    rows += baseline_rows(base, lambda m: [pct(get(m, "accuracy"))] + ["–"] * (n_cols - 1))
     for name, values in pub.TABLE1.items():
         rows.append([f"published: {name}"] + [f"{v:.1f}" for v in values])
     note = ("Ours: out-of-fold accuracy over all labelled frames (pooled over folds); '–' = setting not "
-            "available in this data (e.g. no per-annotator labels). Published: Roy et al. 2020 Table 1 (ICLUS).")
-    return _table(["model", *pub.TABLE1_HEADERS], rows) + "\n\n" + note
+            "available in this data (e.g. no per-annotator labels). Published: Roy et al. 2020 Table 1 (ICLUS). "
+            + (BASELINE_NOTE + " Baselines: regular setting only." if base else ""))
+    lines = [verdict(f"ours: {arch}", get(m, "pooled.regular.accuracy") or get(m, "weak_label.pooled.accuracy"),
+                     base, "accuracy") for arch, m in models.items()]
+    return _table(["model", *pub.TABLE1_HEADERS], rows) + "\n\n" + note + "".join(f"\n{x}" for x in lines if x)
 
 
 def table2(video: Mapping[str, Any]) -> str:
@@ -77,11 +119,19 @@ def table2(video: Mapping[str, Any]) -> str:
                                 ("f1_weighted", "precision_weighted", "recall_weighted", "accuracy", "covid_accuracy")]
                     + [pct(m.get("f1_weighted_pooled"))]
                     + ([" / ".join(f"{a} ± {b}" for a, b in paper)] if paper else ["–"]))
+    base = video.get("baselines", {})
+    rows += baseline_rows(base, lambda m: [pm(m.get(f"{k}_mean"), m.get(f"{k}_std")) for k in
+                                           ("f1_weighted", "precision_weighted", "recall_weighted", "accuracy",
+                                            "covid_accuracy")] + [pct(m.get("f1_weighted_pooled")), "–"])
     headers = ["method", "weighted F1", "weighted precision", "weighted recall", "accuracy", "COVID/no-COVID acc.",
                "pooled F1", "published F1 / precision / recall"]
+    lines = [verdict(method, video[method].get("f1_weighted_mean"), base, "f1_weighted_mean") for method in methods]
     return _table(headers, rows) + (f"\n\n{int(video.get('n_videos', 0))} test videos over "
                                     f"{int(video.get('n_folds', 0))} patient-wise folds; std is the population std "
-                                    "over folds. Published: Roy et al. 2020 Table 2 (ICLUS, 58 videos).")
+                                    "over folds. Published: Roy et al. 2020 Table 2 (ICLUS, 58 videos). "
+                                    + (BASELINE_NOTE if base else "")
+                                    + ("\n\nWeighted F1 against chance and the probe:" if base else "")
+                                    + "".join(f"\n{x}" for x in lines if x))
 
 
 def table_patient_covid(video: Mapping[str, Any]) -> str:
@@ -92,6 +142,11 @@ def table_patient_covid(video: Mapping[str, Any]) -> str:
     rows = [[method] + [pm(get(m, f"{rule}_accuracy_mean"), get(m, f"{rule}_accuracy_std")) + f" (pooled "
                         f"{pct(get(m, f'{rule}_accuracy_pooled'))})" for rule in ("rule", "tuned")]
             for method, m in patient.items() if isinstance(m, Mapping)]
+    base = video.get("patient_covid_baselines", {})
+    rows += baseline_rows(base, lambda m: [pm(m.get("accuracy_mean"), m.get("accuracy_std"))
+                                           + f" (pooled {pct(m.get('accuracy'))})", "(same)"])
+    lines = [verdict(f"{method}, {rule}", get(m, f"{rule}_accuracy_mean"), base, "accuracy_mean")
+             for method, m in patient.items() if isinstance(m, Mapping) for rule in ("rule", "tuned")]
     published = pub.COVID_BLUES_DETECTION
     rows.append(["published (Wiedemann et al. 2025, 63 patients, image-based AI)",
                  f"{100 * published['zero_shot']:.0f} (zero-shot)",
@@ -100,7 +155,11 @@ def table_patient_covid(video: Mapping[str, Any]) -> str:
                   rows) + (f"\n\nAccuracy (%) over {int(patient.get('n_patients', 0))} patients with a COVID label, mean "
                            "± population std over the test folds. A patient's score is the mean predicted severity "
                            "of their videos. Published figures are on the full COVID-BLUES set with other models: "
-                           "context, not a controlled comparison.")
+                           "context, not a controlled comparison. "
+                           + (BASELINE_NOTE + " The probe averages its video probabilities over the patient's "
+                              "videos; chance is counted over patients." if base else "")
+                           + ("\n\nAccuracy against chance and the probe:" if base else "")
+                           + "".join(f"\n{x}" for x in lines if x))
 
 
 def table_segmentation(seg: Mapping[str, Any]) -> str:
@@ -125,6 +184,8 @@ def table_cnn_lstm(cnn: Mapping[str, Any], classes: list[str]) -> str:
         return "No CNN-LSTM results."
     head = [["accuracy", pm(cnn.get("accuracy_mean"), cnn.get("accuracy_std"), 1.0, 3),
              f"{pub.BARROS_ACCURACY[0]:.3f} ({pub.BARROS_ACCURACY[1]:.3f})" if set(classes) == set(pub.BARROS_PER_CLASS) else "–"]]
+    base = cnn.get("baselines", {})
+    head += baseline_rows(base, lambda m: [pm(m.get("accuracy_mean"), m.get("accuracy_std"), 1.0, 3), "–"])
     rows = []
     for c in classes:
         ref = pub.BARROS_PER_CLASS.get(c)
@@ -134,7 +195,9 @@ def table_cnn_lstm(cnn: Mapping[str, Any], classes: list[str]) -> str:
     return (_table(["", "ours (mean ± std over folds)", "Barros et al. Xception-20"], head) + "\n\n"
             + _table(["class", "precision", "recall (sensitivity)", "F1", "specificity",
                       "Barros et al. P / R / F1 / spec."], rows)
-            + "\n\nOurs: patient-grouped folds. Barros et al.: video-wise, source-blocked folds (optimistic).")
+            + "\n\nOurs: patient-grouped folds. Barros et al.: video-wise, source-blocked folds (optimistic). "
+            + (BASELINE_NOTE + "\n" + verdict("CNN-LSTM accuracy", cnn.get("accuracy_mean"), base, "accuracy_mean", 1.0, 3)
+               if base else ""))
 
 
 def build_report(metrics: Mapping[str, Mapping[str, Any]], source: Mapping[str, Any], cnn_classes: list[str],
