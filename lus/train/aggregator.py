@@ -217,15 +217,6 @@ def _fit(videos: VideoSet, cfg: AggregatorSection, seed: int) -> FitResult:
                      curve[best]["accuracy"], curve, warns)
 
 
-def predict(videos: VideoSet, neutral: Sequence[float] | torch.Tensor, tnorm: str = "product",
-            off_diagonal: str = "min") -> tuple[np.ndarray, np.ndarray]:
-    """Aggregated values o (V, C) and predicted scores argmax o (V,)."""
-    with torch.no_grad(), single_thread():
-        o = aggregate(torch.as_tensor(videos.probs, dtype=DTYPE), plan_of(videos),
-                      torch.as_tensor(neutral, dtype=DTYPE), tnorm, off_diagonal).numpy()
-    return o, o.argmax(axis=1)
-
-
 def run_fold(train: VideoSet, test: VideoSet, cfg: AggregatorSection, fold: int, seed: int = 0
              ) -> tuple[FitResult, pd.DataFrame]:
     """Train on ``train``, predict ``test`` with the uninorm and every baseline (§2.7-2.8).
