@@ -144,7 +144,7 @@ def table_patient_covid(video: Mapping[str, Any]) -> str:
             for method, m in patient.items() if isinstance(m, Mapping)]
     base = video.get("patient_covid_baselines", {})
     rows += baseline_rows(base, lambda m: [pm(m.get("accuracy_mean"), m.get("accuracy_std"))
-                                           + f" (pooled {pct(m.get('accuracy'))})", "(same)"])
+                                           + f" (pooled {pct(m.get('accuracy'))})", "–"])
     lines = [verdict(f"{method}, {rule}", get(m, f"{rule}_accuracy_mean"), base, "accuracy_mean")
              for method, m in patient.items() if isinstance(m, Mapping) for rule in ("rule", "tuned")]
     published = pub.COVID_BLUES_DETECTION
