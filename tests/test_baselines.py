@@ -160,3 +160,23 @@ def test_report_says_when_a_model_is_at_chance():
     text = table2(video)
     assert "*linear probe: frozen ImageNet features + logistic regression*" in text
     assert "**uninorm**: 16.9 (chance 20.0 / 28.0, linear probe 34.0): **at or below chance" in text
+
+
+@pytest.mark.slow
+def test_pipeline_reports_chance_and_probe_beside_every_model(tiny_repo):
+    """The tiny end-to-end run: every table of the report and every metrics group carries the reference rows."""
+    import json
+
+    report = (tiny_repo / "metrics" / "report.md").read_text()
+    for section in ("## Table 1", "## Table 2", "## Patient-level COVID-19", "## CNN-LSTM"):
+        part = report.split(section, 1)[1].split("\n## ", 1)[0]
+        assert "*chance: most frequent training class*" in part, section
+        assert "*linear probe: frozen ImageNet features + logistic regression*" in part, section
+    video = json.loads((tiny_repo / "metrics" / "video.json").read_text())["video"]
+    for method in ("chance_prior", "chance_random", "linear_probe"):
+        assert 0.0 <= video["baselines"][method]["f1_weighted_mean"] <= 1.0
+        assert method in video["patient_covid_baselines"]
+    cnn = json.loads((tiny_repo / "metrics" / "cnn_lstm.json").read_text())["cnn_lstm"]
+    assert set(cnn["baselines"]) == {"chance_prior", "chance_random", "linear_probe"}
+    frame = json.loads((tiny_repo / "metrics" / "frame.json").read_text())["frame"]
+    assert "accuracy" in frame["baselines"]["linear_probe"]
