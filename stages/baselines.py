@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +33,7 @@ from lus.data.frame_dataset import load_frame_table, read_index
 from lus.data.frame_features import frame_table_features, pool_mean_std
 from lus.data.manifest import patient_covid_labels, read_manifest, resolve_target
 from lus.data.video_sampling import FeatureCache
-from lus.io import write_json
+from lus.io import atomic_dir, write_json
 from lus.labels import SCORE_CLASSES
 from lus.metrics.classification import accuracy_summary, class_summary, weighted_prf
 from lus.metrics.video import video_summary
@@ -111,15 +110,15 @@ def main(args: argparse.Namespace) -> None:
         t_task = time.perf_counter()
         metrics[task.name] = task_baselines(task, folds, summarise, score=select, max_train=max_train, **common)
         print(f"baselines: {task.name}: {int((task.y >= 0).sum())} items, {time.perf_counter() - t_task:.1f} s")
-    out = Path(args.out)
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "meta.json", {
-        "backbone": backbone.key_info, "backbone_key": backbone.key, "feature_dim": int(frame_x.shape[1]),
-        "video_features": "mean and std over all extracted frames of the video",
-        "tasks": {t.name: t.classes for t, *_ in tasks if t.name in metrics}, "cnn_lstm_target": column,
-        "frames_labelled": "frame labels" if (table.labels >= 0).any() else "weak (video score)",
-        "params": cfg.to_dict(), "provenance": provenance(base.seed, device),
-    })
+    with atomic_dir(args.out) as out:  # both files or neither
+        write_json(out / "metrics.json", metrics)
+        write_json(out / "meta.json", {
+            "backbone": backbone.key_info, "backbone_key": backbone.key, "feature_dim": int(frame_x.shape[1]),
+            "video_features": "mean and std over all extracted frames of the video",
+            "tasks": {t.name: t.classes for t, *_ in tasks if t.name in metrics}, "cnn_lstm_target": column,
+            "frames_labelled": "frame labels" if (table.labels >= 0).any() else "weak (video score)",
+            "params": cfg.to_dict(), "provenance": provenance(base.seed, device),
+        })
     summary = ", ".join(f"{name} probe {m['linear_probe'].get('accuracy_mean', m['linear_probe'].get('f1_weighted_mean', 0)):.3f}"
                         for name, m in metrics.items())
     print(f"baselines: {len(table)} frames / {len(table.video_ids)} videos, {cfg.backbone} features "
