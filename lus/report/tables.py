@@ -62,7 +62,7 @@ def verdict(name: str, value: float | None, baselines: Mapping[str, Any], metric
     fmt = (lambda v: f"{scale * v:.{digits}f}")
     ref = f"chance {' / '.join(fmt(v) for v in chance)}" + (f", linear probe {fmt(probe)}" if probe is not None else "")
     if chance and value <= max(chance):
-        word = "**at or below chance: it has learned nothing usable here**"
+        word = "**at or below chance**: no better than guessing from the training labels alone"
     elif probe is not None and value <= probe:
         word = "above chance but **not above the linear probe**"
     else:
