@@ -180,3 +180,25 @@ def test_pipeline_reports_chance_and_probe_beside_every_model(tiny_repo):
     assert set(cnn["baselines"]) == {"chance_prior", "chance_random", "linear_probe"}
     frame = json.loads((tiny_repo / "metrics" / "frame.json").read_text())["frame"]
     assert "accuracy" in frame["baselines"]["linear_probe"]
+
+
+def test_stage_refuses_bad_probe_params_before_any_work(tmp_path):
+    """A non-positive regularisation value stops the stage with one line naming the key; nothing is written."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import PROJECT_ROOT
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["baselines"]["c_grid"] = [0.1, 0.0]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "baselines"
+    proc = subprocess.run([sys.executable, "-m", "stages.baselines", "--params", str(tmp_path / "params.yaml"),
+                           "--frames", str(tmp_path / "missing"), "--out", str(out)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: params key 'baselines.c_grid': expected positive values, got [0.1, 0.0]")
+    assert not out.exists()
