@@ -11,6 +11,8 @@ Subcommands are registered by small ``_add_<name>`` functions that attach a pars
 * ``lus aggregator-seeds --iclus data/iclus --out metrics/iclus/seeds`` repeats that comparison over 20
   fold seeds (mean, 95 % interval across seeds, pairwise wins); without ``--iclus`` it reads the
   pipeline's ``data/predictions/frames.parquet``.
+* ``lus aggregator-protocols --protocol lopo --out metrics/protocols/lopo`` runs the same comparison on
+  the pipeline's out-of-fold frame probabilities under the paper's other protocols (METHODS §2.7).
 * ``lus preset-args presets/pocus.yaml`` prints the ``-S key=value`` arguments that apply a preset as
   an experiment: ``dvc exp run $(lus preset-args presets/pocus.yaml)``; ``--apply`` merges it into
   ``params.yaml`` instead.
@@ -82,6 +84,35 @@ def _add_iclus_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tnorms", nargs="+", default=["product", "lukasiewicz", "min"],
                    choices=["product", "lukasiewicz", "min"], help="t-norms to compare (product is the paper's)")
     p.set_defaults(func=_cmd_iclus_table)
+
+
+def _cmd_aggregator_protocols(args: argparse.Namespace) -> None:
+    from lus.evaluation.iclus import pipeline_table
+
+    command = "lus " + " ".join(shlex.quote(a) for a in args.argv)
+    summary = pipeline_table(args.frames, args.folds, args.manifest, args.out, n_folds=args.n_folds, seed=args.seed,
+                             tnorms=args.tnorms, command=command, protocol=args.protocol)
+    print(f"wrote {args.out}/table.md and metrics.json ({args.protocol})")
+    for method in ("uninorm_product", "uninorm_min", "argmax_mean", "max_argmax", "majority"):
+        if method in summary:
+            print(f"  {method:20s} pooled weighted F1 {100 * summary[method]['f1_weighted_pooled']:5.1f}")
+
+
+def _add_aggregator_protocols(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("aggregator-protocols", help="Table 2 on the pipeline's predictions under the paper's "
+                                                    "protocols (kfold, traintest, lopo, lovo)")
+    p.add_argument("--frames", default="data/predictions/frames.parquet", help="pipeline frame predictions")
+    p.add_argument("--folds", default="data/splits/folds.json", help="pipeline folds (out-of-fold rows; traintest = fold 0)")
+    p.add_argument("--manifest", default="data/raw/manifest.csv", help="pipeline manifest (video_score)")
+    p.add_argument("--out", required=True, help="output folder for table.md and metrics.json")
+    p.add_argument("--protocol", default="lopo", choices=["kfold", "traintest", "lopo", "lovo"],
+                   help="kfold: --n-folds re-drawn patient-wise folds; traintest: the pipeline's fold 0 (its test "
+                        "patients vs the rest); lopo / lovo: leave one patient / video out (METHODS §2.7)")
+    p.add_argument("--n-folds", type=int, default=5, help="kfold: number of patient-wise folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="kfold: seed of the fold assignment (default 0)")
+    p.add_argument("--tnorms", nargs="+", default=["product", "min"], choices=["product", "lukasiewicz", "min"],
+                   help="uninorm t-norms to include (paper settings)")
+    p.set_defaults(func=_cmd_aggregator_protocols)
 
 
 def _cmd_aggregator_seeds(args: argparse.Namespace) -> None:
@@ -189,7 +220,7 @@ def _add_preset_args(sub: argparse._SubParsersAction) -> None:
 
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_iclus_convert, _add_iclus_table,
-                                                                      _add_aggregator_seeds,
+                                                                      _add_aggregator_protocols, _add_aggregator_seeds,
                                                                       _add_predict, _add_preset_args)
 
 

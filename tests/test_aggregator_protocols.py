@@ -122,3 +122,36 @@ def test_iclus_table_cli_protocols(tmp_path: Path, capsys) -> None:
                      "--n-folds", "3", "--tnorms", "product"]) in (0, None)
     assert "| uninorm_product |" in (out / "seeds.md").read_text()
     assert json.loads((out / "seeds.json").read_text())["seeds"] == [0, 1, 2]
+
+
+def test_pipeline_protocols_cli(tmp_path: Path, capsys) -> None:
+    """`lus aggregator-protocols` on pipeline files: leave-one-patient-out holds each patient out once,
+    traintest is the pipeline's fold 0, and the table names the protocol and the data."""
+    from lus.data.manifest import MANIFEST_COLUMNS
+
+    videos = _videos()
+    frames = _frames(videos)
+    frames["fold"] = 0
+    frames.to_parquet(tmp_path / "frames.parquet", index=False)
+    manifest = videos[["video_id", "patient_id", "video_score"]].assign(path=videos["video_id"] + ".avi")
+    manifest = manifest.reindex(columns=list(MANIFEST_COLUMNS))
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    patients = sorted(videos["patient_id"].unique())
+    (tmp_path / "folds.json").write_text(json.dumps({"folds": [
+        {"train": patients[4:], "val": [], "test": patients[:4]},
+        {"train": patients[:4], "val": [], "test": patients[4:]}]}))
+    common = ["--frames", str(tmp_path / "frames.parquet"), "--folds", str(tmp_path / "folds.json"),
+              "--manifest", str(tmp_path / "manifest.csv")]
+    assert cli_main(["aggregator-protocols", *common, "--protocol", "lopo", "--out", str(tmp_path / "lopo")]) == 0
+    folds = json.loads((tmp_path / "lopo" / "folds.json").read_text())
+    assert [f["test"] for f in folds["folds"]] == [[p] for p in patients]
+    metrics = json.loads((tmp_path / "lopo" / "metrics.json").read_text())
+    assert metrics["n_videos"] == len(videos) and "uninorm_product" in metrics and "majority" in metrics
+    table = (tmp_path / "lopo" / "table.md").read_text()
+    assert table.startswith("# Pipeline video scores") and "leave-one-patient-out" in table
+    assert "Sanity reference" not in table                     # the ICLUS reference values do not apply here
+    assert cli_main(["aggregator-protocols", *common, "--protocol", "traintest", "--out", str(tmp_path / "tt")]) == 0
+    split = json.loads((tmp_path / "tt" / "folds.json").read_text())["folds"][0]
+    fold0_test = set(videos.loc[videos["patient_id"].isin(patients[:4]), "video_id"])
+    assert set(split["test"]) == fold0_test and not set(split["train"]) & fold0_test
+    assert "fold 0 of the pipeline's folds.json" in (tmp_path / "tt" / "table.md").read_text()

@@ -31,7 +31,8 @@ def protocol_text(folds: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     if protocol == "kfold":
         return f"{summary['n_folds']} patient-wise folds stratified by video score (greedy, seed {folds['seed']})"
     if protocol == "traintest":
-        return ("one train/test split: the frame model's published train_test_split.csv, applied per video "
+        source = folds.get("split_source", "the frame model's published train_test_split.csv")
+        return (f"one train/test split: {source}, applied per video "
                 f"({len(folds['folds'][0]['train'])} training, {len(folds['folds'][0]['test'])} test videos)")
     what = "patient" if protocol == "lopo" else "video"
     return (f"leave-one-{what}-out ({summary['n_folds']} folds of one test {what}; fold-level std is over "
@@ -39,12 +40,15 @@ def protocol_text(folds: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
 
 
 def render_table(summary: Mapping[str, Any], fits: Mapping[str, list[dict[str, Any]]], folds: Mapping[str, Any],
-                 counts: Mapping[str, int], command: str) -> str:
-    """Markdown report: Table 2 next to the paper, t-norms side by side, all baselines, neutral elements."""
+                 counts: Mapping[str, int], command: str,
+                 heading: str = "ICLUS video scores: uninorm aggregator vs baselines (Roy et al. 2020, Table 2)",
+                 data: str = "public ICLUS frame predictions", sanity_reference: bool = True) -> str:
+    """Markdown report: Table 2 next to the paper, t-norms side by side, all baselines, neutral elements.
+    ``heading`` / ``data`` name the data set; ``sanity_reference`` adds METHODS §2.9's ICLUS values."""
     lines = [
-        "# ICLUS video scores: uninorm aggregator vs baselines (Roy et al. 2020, Table 2)",
+        f"# {heading}",
         "",
-        f"Data: public ICLUS frame predictions, {counts['videos']} videos, {counts['patients']} patients, "
+        f"Data: {data}, {counts['videos']} videos, {counts['patients']} patients, "
         f"{counts['frames']} frames. {protocol_text(folds, summary)}; paper settings: SORD (m 2, zero-score gap 0.5), soft cross-entropy, "
         "full-batch Adam lr 0.01, 30 epochs, constant lr, e initialised to 0, last epoch, off-diagonal min. "
         "Values in %, mean ± population std over folds; pooled = all test videos together. "
@@ -86,10 +90,11 @@ def render_table(summary: Mapping[str, Any], fits: Mapping[str, list[dict[str, A
     for method in [k for k in summary if isinstance(summary[k], dict)]:
         lines.append(f"| {method} | " + " | ".join(f"{_pm(summary, method, m)} / {_pooled(summary, method, m)}"
                                                    for m in names) + " |")
-    lines += ["", "Sanity reference (METHODS §2.9, pooled weighted F1 over 58 videos): "
-              + ", ".join(f"{k} ≈ {v} (ours {_pooled(summary, k, 'f1_weighted')})" for k, v in POOLED_REFERENCE.items()
-                          if k in summary), "",
-              "## Neutral elements per fold (e_0..e_3)", "", "| t-norm | fold | e_0 | e_1 | e_2 | e_3 | fit |",
+    if sanity_reference:
+        lines += ["", "Sanity reference (METHODS §2.9, pooled weighted F1 over 58 videos): "
+                  + ", ".join(f"{k} ≈ {v} (ours {_pooled(summary, k, 'f1_weighted')})"
+                              for k, v in POOLED_REFERENCE.items() if k in summary)]
+    lines += ["", "## Neutral elements per fold (e_0..e_3)", "", "| t-norm | fold | e_0 | e_1 | e_2 | e_3 | fit |",
               "|---|---|---|---|---|---|---|"]
     for name, per in fits.items():
         for f in per:
