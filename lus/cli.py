@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from lus.config.base import ParamsError
+from lus.data.aggregator_inputs import add_fold_data_args
 from lus.data.manifest import ManifestError
 
 USER_ERRORS = (ParamsError, ManifestError, FileNotFoundError, ValueError)
@@ -101,9 +102,7 @@ def _cmd_aggregator_protocols(args: argparse.Namespace) -> None:
 def _add_aggregator_protocols(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("aggregator-protocols", help="Table 2 on the pipeline's predictions under the paper's "
                                                     "protocols (kfold, traintest, lopo, lovo)")
-    p.add_argument("--frames", default="data/predictions/frames.parquet", help="pipeline frame predictions")
-    p.add_argument("--folds", default="data/splits/folds.json", help="pipeline folds (out-of-fold rows; traintest = fold 0)")
-    p.add_argument("--manifest", default="data/raw/manifest.csv", help="pipeline manifest (video_score)")
+    add_fold_data_args(p)
     p.add_argument("--out", required=True, help="output folder for table.md and metrics.json")
     p.add_argument("--protocol", default="lopo", choices=["kfold", "traintest", "lopo", "lovo"],
                    help="kfold: --n-folds re-drawn patient-wise folds; traintest: the pipeline's fold 0 (its test "
@@ -147,9 +146,7 @@ def _add_aggregator_seeds(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("aggregator-seeds", help="aggregator vs baselines repeated over fold seeds (mean, 95%% "
                                                 "interval, pairwise wins) on ICLUS or the pipeline's predictions")
     p.add_argument("--iclus", default=None, help="converted ICLUS folder; without it the pipeline files are used")
-    p.add_argument("--frames", default="data/predictions/frames.parquet", help="pipeline frame predictions")
-    p.add_argument("--folds", default="data/splits/folds.json", help="pipeline folds (out-of-fold rows only)")
-    p.add_argument("--manifest", default="data/raw/manifest.csv", help="pipeline manifest (video_score)")
+    add_fold_data_args(p)  # the pipeline inputs (without --iclus)
     p.add_argument("--out", required=True, help="output folder for seeds.md and seeds.json")
     p.add_argument("--seeds", type=int, default=20, help="number of fold seeds (default 20)")
     p.add_argument("--first-seed", type=int, default=0, help="first fold seed (default 0)")

@@ -116,18 +116,8 @@ def add_baselines(groups: dict[str, dict[str, Any]], baselines: dict[str, Any]) 
                              ("patient_covid", "video", "patient_covid_baselines"),
                              ("cnn_lstm", "cnn_lstm", "baselines")):
         if task in baselines and groups[group].get("applicable", 1) != 0 and groups[group]:
-            groups[group][key] = nest({f"{m}.{k}": v for m, entry in baselines[task].items()
-                                       for k, v in _flatten(entry).items()})
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+            # entries are flat per method, with dotted keys (fold_0.accuracy) that nest like the models' own
+            groups[group][key] = nest({f"{m}.{k}": v for m, entry in baselines[task].items() for k, v in entry.items()})
 
 
 def main(args: argparse.Namespace) -> None:
