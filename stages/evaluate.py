@@ -59,7 +59,7 @@ def frame_group(pred_dir: Path, arch: str) -> dict[str, Any]:
 
 
 def video_group(agg_dir: Path, folds: list[int], plots: Path, manifest: pd.DataFrame) -> dict[str, Any]:
-    per_fold = {k: pd.read_csv(require(agg_dir / f"fold_{k}_predictions.csv", f"train_aggregator@{k}"))
+    per_fold = {k: pd.read_csv(require(agg_dir / f"fold_{k}_predictions.csv", f"train_aggregator"))
                 for k in folds}
     if all(len(df) == 0 for df in per_fold.values()):  # no severity labels in this data source
         write_csv(plots / "video" / "confusion.csv", pd.DataFrame(columns=["actual", "predicted"]))
@@ -89,7 +89,7 @@ def segmentation_group(seg_metrics: Path) -> dict[str, Any]:
 
 
 def cnn_lstm_group(cnn_dir: Path, folds: list[int], plots: Path) -> tuple[dict[str, Any], list[str]]:
-    dirs = [require(cnn_dir / f"fold_{k}", f"train_cnn_lstm@{k}") for k in folds]
+    dirs = [require(cnn_dir / f"fold_{k}", f"train_cnn_lstm") for k in folds]
     flat, rows = summarise_cnn_lstm(dirs)
     classes = list(read_json(dirs[0] / "meta.json")["classes"])
     write_csv(plots / "cnn_lstm" / "confusion.csv", rows)
@@ -128,8 +128,8 @@ def main(args: argparse.Namespace) -> None:
     inputs = [(Path(args.raw) / "source.json", "prepare"), (Path(args.raw) / "manifest.csv", "prepare"), (Path(args.predictions) / "frame_metrics.json", "predict_frames"),
               (Path(args.frame_confusion), "predict_frames"), (Path(args.segmentation), "segmentation_ensemble"),
               (Path(args.baselines), "baselines")]
-    inputs += [(Path(args.aggregator) / f"fold_{k}_predictions.csv", f"train_aggregator@{k}") for k in folds]
-    inputs += [(Path(args.cnn_lstm) / f"fold_{k}" / "meta.json", f"train_cnn_lstm@{k}") for k in folds]
+    inputs += [(Path(args.aggregator) / f"fold_{k}_predictions.csv", f"train_aggregator") for k in folds]
+    inputs += [(Path(args.cnn_lstm) / f"fold_{k}" / "meta.json", f"train_cnn_lstm") for k in folds]
     for path, stage in inputs:
         require(path, stage)
     source = read_json(Path(args.raw) / "source.json")

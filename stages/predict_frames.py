@@ -68,13 +68,13 @@ def load_fold_model(models_dir: Path, fold: int, sec: FrameModelSection) -> torc
     folder = models_dir / f"fold_{fold}"
     path, meta_path = folder / "model.pt", folder / "meta.json"
     if not path.is_file():
-        raise FileNotFoundError(f"frame model not found: {path} (run: dvc repro train_frame@{fold})")
+        raise FileNotFoundError(f"frame model not found: {path} (run: dvc repro train_frame)")
     if meta_path.is_file():
         meta = read_json(meta_path)
         for key in ("arch", "input_size", "crop_size"):
             if meta.get(key) != getattr(sec, key):
                 raise ValueError(f"{meta_path}: trained with {key}={meta.get(key)!r} but frame_model.{key}="
-                                 f"{getattr(sec, key)!r}; retrain (dvc repro train_frame@{fold})")
+                                 f"{getattr(sec, key)!r}; retrain (dvc repro train_frame)")
     model = build_frame_model(model_spec(sec))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()

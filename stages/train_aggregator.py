@@ -1,10 +1,10 @@
-"""Stage train_aggregator@fold: uninorm aggregator and baselines for one patient-wise fold.
+"""Stage train_aggregator: uninorm aggregator and baselines of every patient-wise fold.
 
-    python -m stages.train_aggregator --fold K --params params.yaml \
+    python -m stages.train_aggregator --params params.yaml \
         --frames data/predictions/frames.parquet --folds data/splits/folds.json \
-        --manifest data/raw/manifest.csv --out models/aggregator
+        --manifest data/raw/manifest.csv --out models/aggregator [--fold K ...]
 
-Trains the neutral elements on the fold's training videos (patients in ``train`` + ``val`` of fold K)
+Per fold (milliseconds each, so one process runs them in order, reseeded per fold): trains the neutral elements on the fold's training videos (patients in ``train`` + ``val`` of fold K)
 from their out-of-fold frame probabilities, then predicts the fold's test videos with the uninorm
 and every training-free baseline. Reads only the ``aggregator`` params section and ``base.seed``.
 
@@ -28,6 +28,7 @@ from lus.config.aggregator import AggregatorSection
 from lus.config.base import load_section
 from lus.config.data import BaseSection
 from lus.data.aggregator_inputs import add_fold_data_args, load_fold_data, read_frame_table
+from lus.data.folds import load_folds
 from lus.io import write_csv, write_json
 from lus.metrics.video import fold_metrics
 from lus.runtime import provenance, seed_everything
@@ -38,8 +39,9 @@ log = logging.getLogger("stages.train_aggregator")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("Train the uninorm video-score aggregator of one fold and evaluate it with the baselines.")
-    parser.add_argument("--fold", type=int, required=True, help="fold id (index into folds.json)")
+    parser = stage_parser("Train the uninorm video-score aggregator of every fold and evaluate it with the baselines.")
+    parser.add_argument("--fold", type=int, action="append", default=None,
+                        help="fold id (index into folds.json); repeat for several; default: every fold")
     add_fold_data_args(parser)
     parser.add_argument("--out", default="models/aggregator", help="output folder")
     return parser
@@ -48,23 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     base = load_section(BaseSection, args.params)
     cfg = load_section(AggregatorSection, args.params)
-    seed_everything(base.seed)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    n_folds = len(load_folds(args.folds))
+    folds = sorted(set(args.fold)) if args.fold else list(range(n_folds))
     out = Path(args.out)
-    if len(read_frame_table(Path(args.frames))) == 0:  # predict_frames wrote applicable: 0 (no severity labels)
-        write_json(out / f"fold_{args.fold}_metrics.json", {"applicable": 0})
-        write_csv(out / f"fold_{args.fold}_predictions.csv", pd.DataFrame(columns=["video_id", "label"]))
-        write_json(out / f"fold_{args.fold}.json", {"fold": args.fold, "applicable": 0,
-                                                    "reason": f"{args.frames} has no frame predictions"})
-        log.info("fold %d: not applicable (no frame predictions: no severity labels in this data source)", args.fold)
-        return
-    train, test, info = load_fold_data(args.frames, args.folds, args.manifest, args.fold)
-    fit, predictions = run_fold(train, test, cfg, args.fold, base.seed)
+    if not args.fold:   # the stage owns --out: drop the files of folds that no longer exist
+        keep = {f"fold_{k}{end}" for k in folds for end in (".json", "_predictions.csv", "_metrics.json")}
+        for stale in sorted(out.glob("fold_*")):
+            if stale.name not in keep:
+                stale.unlink()
+    applicable = len(read_frame_table(Path(args.frames))) > 0   # else predict_frames wrote applicable: 0
+    for k in folds:
+        seed_everything(base.seed)   # each fold as if alone: its numbers do not depend on the others
+        (train_fold if applicable else write_not_applicable)(args, k, base, cfg)
+
+
+def write_not_applicable(args: argparse.Namespace, fold: int, base: BaseSection, cfg: AggregatorSection) -> None:
+    out = Path(args.out)
+    write_json(out / f"fold_{fold}_metrics.json", {"applicable": 0})
+    write_csv(out / f"fold_{fold}_predictions.csv", pd.DataFrame(columns=["video_id", "label"]))
+    write_json(out / f"fold_{fold}.json", {"fold": fold, "applicable": 0,
+                                           "reason": f"{args.frames} has no frame predictions"})
+    log.info("fold %d: not applicable (no frame predictions: no severity labels in this data source)", fold)
+
+
+def train_fold(args: argparse.Namespace, fold: int, base: BaseSection, cfg: AggregatorSection) -> None:
+    out = Path(args.out)
+    train, test, info = load_fold_data(args.frames, args.folds, args.manifest, fold)
+    fit, predictions = run_fold(train, test, cfg, fold, base.seed)
     metrics = fold_metrics(predictions)
     metrics["uninorm_train"] = {"loss": fit.train_loss, "accuracy": fit.train_accuracy,
                                 **{f"neutral_{c}": v for c, v in enumerate(fit.neutral)}}
     model = {
-        "fold": args.fold, "applicable": 1,
+        "fold": fold, "applicable": 1,
         "neutral": fit.neutral,
         "tnorm": cfg.tnorm,
         "off_diagonal": cfg.off_diagonal,
@@ -74,10 +92,10 @@ def main(args: argparse.Namespace) -> None:
         "data": {**info, "frames": str(args.frames), "folds": str(args.folds), "manifest": str(args.manifest)},
         "provenance": provenance(base.seed),
     }
-    write_csv(out / f"fold_{args.fold}_predictions.csv", predictions)
-    write_json(out / f"fold_{args.fold}_metrics.json", metrics)
-    write_json(out / f"fold_{args.fold}.json", model)
-    log.info("fold %d: e = %s, %d train / %d test videos", args.fold,
+    write_csv(out / f"fold_{fold}_predictions.csv", predictions)
+    write_json(out / f"fold_{fold}_metrics.json", metrics)
+    write_json(out / f"fold_{fold}.json", model)
+    log.info("fold %d: e = %s, %d train / %d test videos", fold,
              ", ".join(f"{v:.3f}" for v in fit.neutral), len(train), len(test))
 
 

@@ -1,18 +1,22 @@
-"""Stage train_cnn_lstm@fold: Barros et al.'s CNN-LSTM video classifier (METHODS §4) for one fold.
+"""Stage train_cnn_lstm: Barros et al.'s CNN-LSTM video classifier (METHODS §4) of every patient-wise fold.
 
-    python -m stages.train_cnn_lstm --fold K --params params.yaml --frames data/frames \
+    python -m stages.train_cnn_lstm --params params.yaml --frames data/frames \
         --folds data/splits/folds.json --manifest data/raw/manifest.csv \
-        --frame-model models/frame/fold_K --cache .cache/features --out models/cnn_lstm/fold_K
+        --frame-models models/frame --cache .cache/features --out models/cnn_lstm [--fold K ...]
+
+Folds train side by side in worker processes (:mod:`lus.parallel`, ``--workers``), each bit-identical
+to training it alone.
 
 Per video: ``cnn_lstm.seq_len`` evenly spaced frames -> frozen backbone features (cached under
 ``--cache/<backbone key>/``: a rerun or another fold with the same backbone reuses them) -> LSTM head.
-The ``frame_model`` backbone is fold K's own frame classifier (``--frame-model``), trained on fold K's
+The ``frame_model`` backbone is fold K's own frame classifier (``--frame-models/fold_K``), trained on fold K's
 training patients only, so nothing about the test patients leaks in. Train on the ``train`` patients'
 videos, select the epoch (and stop early) on the ``val`` patients', predict the ``test`` patients'.
 Target: diagnosis (covid, pneumonia, healthy) when every video has one (``cnn_lstm.target: auto``),
 else the video score 0..3. Reads ``cnn_lstm`` and ``base.seed``.
 
-Writes to ``--out``: ``model.pt``, ``checkpoint.pt`` (only with ``cnn_lstm.checkpoint_every`` > 0), ``curve.csv`` (also to ``--live`` in DVCLive's format), ``meta.json`` (classes, backbone
+Writes to ``--out/fold_<k>``: ``model.pt``, ``checkpoint.pt`` (only with ``cnn_lstm.checkpoint_every`` > 0),
+``curve.csv`` (every fold's rows also go to ``--live`` in DVCLive's format, names ``fold_<k>/...``), ``meta.json`` (classes, backbone
 key, params, provenance), ``predictions.csv`` (``video_id, patient_id, actual, predicted, p_<class>``:
 the confusion rows) and ``metrics.json`` (flat: accuracy, per class precision/recall/f1/specificity).
 Mean ± std over folds: ``lus.metrics.classification.summarise_cnn_lstm`` (evaluate stage).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -40,26 +45,30 @@ from lus.io import write_csv, write_json
 from lus.metrics.classification import classification_scores
 from lus.models.backbones import build_backbone
 from lus.models.cnn_lstm import CnnLstmHead, predict_probs
+from lus.parallel import WORKERS_ENV, run_jobs, worker_count
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
-from lus.train.live import open_epoch_log
+from lus.train.live import replay_histories
 from lus.train.loop import TrainConfig, fit
 from stages._cli import run, stage_parser
 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("Train the CNN-LSTM video classifier of one patient-wise fold.")
-    parser.add_argument("--fold", type=int, required=True, help="fold id (index into folds.json)")
+    parser = stage_parser("Train the CNN-LSTM video classifier of every patient-wise fold.")
+    parser.add_argument("--fold", type=int, action="append", default=None,
+                        help="fold id (index into folds.json); repeat for several; default: every fold")
     parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
     parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
     parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
-    parser.add_argument("--frame-model", default="", help="fold K's frame model folder (backbone frame_model); "
-                                                          "default models/frame/fold_K")
+    parser.add_argument("--frame-models", default="models/frame",
+                        help="folder of the frame models, fold_<k> each (backbone frame_model)")
     parser.add_argument("--cache", default=".cache/features", help="feature cache folder (not a DVC output)")
-    parser.add_argument("--out", required=True, help="output folder, e.g. models/cnn_lstm/fold_0")
-    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics (dvc exp show / dvc plots), "
-                                                   "e.g. dvclive/cnn_lstm/fold_0; none if empty")
+    parser.add_argument("--out", default="models/cnn_lstm", help="output folder (one fold_<k> folder per fold)")
+    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every fold (names "
+                                                   "fold_<k>/...), e.g. dvclive/cnn_lstm; none if empty")
+    parser.add_argument("--workers", type=int, default=0,
+                        help=f"folds trained at once (0 = ${WORKERS_ENV}, else one per core); results do not depend on it")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -79,12 +88,32 @@ class SequenceDataset:
 
 
 def main(args: argparse.Namespace) -> None:
+    cfg = load_section(CnnLstmSection, args.params)
+    all_folds = load_folds(args.folds)
+    folds = sorted(set(args.fold)) if args.fold else list(range(len(all_folds)))
+    for k in folds:
+        fold_partitions(all_folds, k, str(args.folds))   # an unknown fold id fails here, before any work
+    threads = cfg.num_threads or max(1, os.cpu_count() or 1)
+    workers = 1 if dist_env().distributed else worker_count(args.workers, len(folds), threads)
+    if not args.fold:   # the stage owns --out: drop the folders of folds that no longer exist
+        for stale in sorted(Path(args.out).glob("fold_*")):
+            if stale.name not in {f"fold_{k}" for k in folds}:
+                shutil.rmtree(stale)
+    progress = not args.no_progress and workers == 1
+    histories = run_jobs(train_fold, [(args, k, progress) for k in folds], workers, threads,
+                         names=[f"fold {k}" for k in folds])
+    if dist_env().is_main:
+        replay_histories(args.live, {f"fold_{k}": rows for k, rows in zip(folds, histories)})
+
+
+def train_fold(args: argparse.Namespace, k: int, progress: bool) -> list[dict[str, float]]:
+    """Train and write ``--out/fold_<k>``; returns the per-epoch history rows."""
     base = load_section(BaseSection, args.params)
     cfg = load_section(CnnLstmSection, args.params)
-    torch.set_num_threads(cfg.num_threads or max(1, os.cpu_count() or 1))
-    k, seed = args.fold, base.seed + args.fold
+    seed = base.seed + k
     seed_everything(seed)
-    out = Path(args.out)
+    out = Path(args.out) / f"fold_{k}"
+    frame_model = Path(args.frame_models) / f"fold_{k}"
     parts = fold_partitions(load_folds(args.folds), k, str(args.folds))
     index = pd.read_csv(Path(args.frames) / "index.csv", dtype={"video_id": str}) \
         if (Path(args.frames) / "index.csv").is_file() else None
@@ -103,14 +132,14 @@ def main(args: argparse.Namespace) -> None:
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     backbone = build_backbone(cfg.backbone, cfg.weights, cfg.input_size,
-                              frame_model_dir=args.frame_model or f"models/frame/fold_{k}", fold=k).to(device)
+                              frame_model_dir=frame_model, fold=k).to(device)
     cache = FeatureCache(args.cache, backbone.key, {"what": "frozen per-frame features", **backbone.key_info})
 
     def extract(frames: np.ndarray) -> np.ndarray:
         return backbone.features(frames, cfg.feature_batch)
 
     feats = torch.from_numpy(sequence_features(videos["video_id"].tolist(), args.frames, cfg.seq_len, extract, cache,
-                                               progress=not args.no_progress))
+                                               progress=progress))
     feat_s = time.perf_counter() - t0
     y = torch.as_tensor(videos["y"].to_numpy(), dtype=torch.long)
     rows = {p: np.flatnonzero(videos["part"].to_numpy() == p) for p in ("train", "val", "test")}
@@ -132,7 +161,7 @@ def main(args: argparse.Namespace) -> None:
                        weight_decay=cfg.weight_decay, sampler="balanced" if cfg.balanced_sampling else "shuffle",
                        select_metric=cfg.selection_metric if evaluate_fn else "score",
                        select_mode="min" if cfg.selection_metric == "loss" else "max", patience=cfg.patience,
-                       seed=seed, device=cfg.device, progress=not args.no_progress,
+                       seed=seed, device=cfg.device, progress=progress,
                        checkpoint_every=cfg.checkpoint_every)
     fingerprint = {"fold": k, "backbone": backbone.key, "videos": videos["video_id"].tolist(), "target": column,
                    "params": cfg.to_dict()}
@@ -146,11 +175,10 @@ def main(args: argparse.Namespace) -> None:
     if cfg.checkpoint_every == 0 and dist_env().is_main:
         (out / tcfg.checkpoint_name).unlink(missing_ok=True)  # a stale one from a run that wrote checkpoints
     result = fit(model, SequenceDataset(feats[tr], y[tr]), loss_fn, out, tcfg, labels=y[tr].numpy(),
-                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=not args.no_resume,
-                 log=open_epoch_log(args.live))
+                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=not args.no_resume)
     train_s = time.perf_counter() - t1
     if not dist_env().is_main:
-        return
+        return result.history
     te = rows["test"]
     probs = predict_probs(model, feats[torch.from_numpy(te)])
     pred = probs.argmax(1)
@@ -165,14 +193,15 @@ def main(args: argparse.Namespace) -> None:
     write_json(out / "meta.json", {
         "fold": k, "seed": seed, "target": column, "classes": classes, "backbone": backbone.key_info,
         "backbone_key": backbone.key, "feature_dim": backbone.dim, "params": cfg.to_dict(),
-        "frame_model": str(args.frame_model or f"models/frame/fold_{k}") if cfg.backbone == "frame_model" else "",
+        "frame_model": str(frame_model) if cfg.backbone == "frame_model" else "",
         "n_videos": {p: int(len(r)) for p, r in rows.items()}, "selected_epoch": result.best_epoch,
         "selected_score": result.best_score, "epochs_run": result.epochs_run,
         "provenance": provenance(seed, device),
     })
     print(f"train_cnn_lstm fold {k}: {column}, backbone {cfg.backbone} ({backbone.dim}-d, cache {cache.hits} hits / "
           f"{cache.misses} computed, {feat_s:.1f} s), epoch {result.best_epoch}/{result.epochs_run}, "
-          f"test accuracy {scores['accuracy']:.3f} on {len(te)} videos ({train_s:.1f} s)")
+          f"test accuracy {scores['accuracy']:.3f} on {len(te)} videos ({train_s:.1f} s)", flush=True)
+    return result.history
 
 
 if __name__ == "__main__":

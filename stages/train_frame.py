@@ -1,20 +1,23 @@
-"""Stage train_frame@fold: frame severity model (Reg-STN + SORD or a Table-1 baseline) for one fold.
+"""Stage train_frame: frame severity model (Reg-STN + SORD or a Table-1 baseline) of every patient-wise fold.
 
-    python -m stages.train_frame --fold K --params params.yaml --frames data/frames \
-        --folds data/splits/folds.json --manifest data/raw/manifest.csv --out models/frame/fold_K
+    python -m stages.train_frame --params params.yaml --frames data/frames \
+        --folds data/splits/folds.json --manifest data/raw/manifest.csv --out models/frame [--fold K ...]
 
-Loads only the shards of fold K's ``train`` and ``val`` patients (test patients are never read),
+Folds train side by side in worker processes (:mod:`lus.parallel`; ``--workers``, default one per core
+at ``frame_model.num_threads`` threads each), each bit-identical to training it alone. A fold's process
+loads only the shards of its ``train`` and ``val`` patients (test patients are never read),
 trains on ``train``, selects the epoch by crop-1 accuracy on ``val``. Frame target = shard ``labels``
 when present, else the manifest ``video_score`` as a weak label (covid-blues has no frame labels).
 Reads the ``frame_model`` section and ``base.seed``.
 
-Writes to ``--out``: ``model.pt`` (state dict of the selected epoch; ``torch.load(weights_only=True)``),
+Writes to ``--out/fold_<k>``: ``model.pt`` (state dict of the selected epoch; ``torch.load(weights_only=True)``),
 ``meta.json`` (params, classes, arch, sizes, seed, provenance, selected epoch, data counts),
-``curve.csv`` (per-epoch loss parts and validation metrics; the same rows go to ``--live`` in DVCLive's
-format, see ``lus.train.live``) and ``checkpoint.pt`` (resume state: an
+``curve.csv`` (per-epoch loss parts and validation metrics; the same rows of every fold go to ``--live``
+in DVCLive's format, named ``fold_<k>/...``, see ``lus.train.live``) and ``checkpoint.pt`` (resume state: an
 interrupted run continues from its last finished epoch when data, params and fold are unchanged; a
 finished checkpoint is ignored, since DVC only reruns the stage when something changed; ``--no-resume``
-always starts afresh). Declare ``checkpoint.pt`` with ``persist: true`` in dvc.yaml for this to work.
+always starts afresh). dvc.yaml declares ``--out`` with ``persist: true`` for this to work; a run over every
+fold removes ``fold_<k>`` folders of folds that no longer exist.
 
 A data source without any severity (no frame labels, no video scores; e.g. pocus, which only has
 diagnoses) is not an error: the stage writes ``meta.json`` with ``applicable: 0`` and the reason, and
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,10 +47,11 @@ from lus.data.frame_dataset import load_frame_table
 from lus.data.manifest import read_manifest
 from lus.io import write_json, write_text, write_torch
 from lus.labels import SCORES
+from lus.parallel import WORKERS_ENV, run_jobs, worker_count
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
 from lus.train.frame import train_frame_fold
-from lus.train.live import open_epoch_log
+from lus.train.live import replay_histories
 from lus.train.loop import checkpoint_finished
 from stages._cli import run, stage_parser
 
@@ -54,14 +59,18 @@ CLASSES = list(SCORES)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("Train the frame severity model of one patient-wise fold.")
-    parser.add_argument("--fold", type=int, required=True, help="fold id (index into folds.json)")
+    parser = stage_parser("Train the frame severity model of every patient-wise fold.")
+    parser.add_argument("--fold", type=int, action="append", default=None,
+                        help="fold id (index into folds.json); repeat for several; default: every fold")
     parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
     parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
     parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
-    parser.add_argument("--out", required=True, help="output folder, e.g. models/frame/fold_0")
-    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics (dvc exp show / dvc plots), "
-                                                   "e.g. dvclive/frame/fold_0; none if empty")
+    parser.add_argument("--out", default="models/frame", help="output folder (one fold_<k> folder per fold)")
+    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every fold (names "
+                                                   "fold_<k>/...; dvc exp show / dvc plots), e.g. dvclive/frame; "
+                                                   "none if empty")
+    parser.add_argument("--workers", type=int, default=0,
+                        help=f"folds trained at once (0 = ${WORKERS_ENV}, else one per core); results do not depend on it")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -78,10 +87,10 @@ def data_digest(images: torch.Tensor, targets: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def set_threads(n: int) -> None:
+def thread_count(n: int) -> int:
     """``n`` threads, or all cores shared among the torchrun processes of this machine (n = 0)."""
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    torch.set_num_threads(n if n > 0 else max(1, (os.cpu_count() or 1) // local))
+    return n if n > 0 else max(1, (os.cpu_count() or 1) // local)
 
 
 def write_not_applicable(out: Path, fold: int, sec: FrameModelSection, reason: str) -> None:
@@ -92,17 +101,37 @@ def write_not_applicable(out: Path, fold: int, sec: FrameModelSection, reason: s
     write_json(out / "meta.json", {"applicable": 0, "reason": reason, "arch": sec.arch, "fold": fold,
                                    "input_size": sec.input_size, "crop_size": sec.crop_size,
                                    "classes": CLASSES, "params": sec.to_dict()})
-    print(f"train_frame@{fold}: not applicable ({reason}); wrote applicable: 0")
+    print(f"train_frame fold {fold}: not applicable ({reason}); wrote applicable: 0")
 
 
 def main(args: argparse.Namespace) -> None:
+    sec = load_section(FrameModelSection, args.params)
+    n_folds = len(load_folds(args.folds))
+    folds = sorted(set(args.fold)) if args.fold else list(range(n_folds))
+    for k in folds:
+        fold_patients(args.folds, k)   # an unknown fold id fails here, before any work
+    threads = thread_count(sec.num_threads)
+    workers = 1 if dist_env().distributed else worker_count(args.workers, len(folds), threads)
+    if not args.fold:   # the stage owns --out: drop the folders of folds that no longer exist
+        for stale in sorted(Path(args.out).glob("fold_*")):
+            if stale.name not in {f"fold_{k}" for k in folds}:
+                shutil.rmtree(stale)
+    progress = not args.no_progress and workers == 1
+    histories = run_jobs(train_fold, [(args, k, progress) for k in folds], workers, threads,
+                         names=[f"fold {k}" for k in folds])
+    if dist_env().is_main:
+        replay_histories(args.live, {f"fold_{k}": rows for k, rows in zip(folds, histories)})
+
+
+def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict[str, float]]:
+    """Train and write ``--out/fold_<fold>``; returns the per-epoch history rows (none if not applicable)."""
     base = load_section(BaseSection, args.params)
     sec = load_section(FrameModelSection, args.params)
-    set_threads(sec.num_threads)
-    seed = base.seed + args.fold
-    parts = fold_patients(args.folds, args.fold)
+    seed = base.seed + fold
+    out = Path(args.out) / f"fold_{fold}"
+    parts = fold_patients(args.folds, fold)
     if not parts["train"]:
-        raise ValueError(f"{args.folds}: fold {args.fold} has no training patients")
+        raise ValueError(f"{args.folds}: fold {fold} has no training patients")
     manifest = read_manifest(args.manifest)
     wanted = set(parts["train"]) | set(parts["val"])
     videos = manifest[manifest["patient_id"].astype(str).isin(wanted)]   # test patients are never loaded
@@ -110,34 +139,35 @@ def main(args: argparse.Namespace) -> None:
     table = load_frame_table(args.frames, videos, sec.input_size)
     tr, va = table.rows_of_patients(parts["train"]), table.rows_of_patients(parts["val"])
     if len(tr) == 0:
-        raise ValueError(f"fold {args.fold}: no extracted frames for the training patients (check {args.frames})")
+        raise ValueError(f"fold {fold}: no extracted frames for the training patients (check {args.frames})")
     targets = table.targets
-    log = open_epoch_log(args.live)   # before the not-applicable exit: its (empty) files are declared outputs
     if (targets[tr] < 0).all():
         if dist_env().is_main:
-            write_not_applicable(Path(args.out), args.fold, sec, "no frame labels or video severity scores in this "
+            write_not_applicable(out, fold, sec, "no frame labels or video severity scores in this "
                                  "data source (e.g. pocus has diagnoses only)")
-        return
+        return []
     load_s = time.perf_counter() - t0
-    fingerprint = {"fold": args.fold, "videos": table.video_ids, "n_frames": len(table),
+    fingerprint = {"fold": fold, "videos": table.video_ids, "n_frames": len(table),
                    "data_sha1": data_digest(table.images, targets),
                    "train_patients": parts["train"], "val_patients": parts["val"], "params": sec.to_dict()}
     # Resume only an interrupted run: a finished checkpoint means DVC reruns the stage because something
     # changed (data, params or code), so train afresh.
-    resume = not args.no_resume and not checkpoint_finished(Path(args.out) / "checkpoint.pt")
+    resume = not args.no_resume and not checkpoint_finished(out / "checkpoint.pt")
+    if dist_env().is_main:   # the finished-fold files go first: a killed run leaves only its checkpoint
+        for name in ("model.pt", "meta.json"):
+            (out / name).unlink(missing_ok=True)
     t1 = time.perf_counter()
     idx_tr, idx_va = torch.from_numpy(tr), torch.from_numpy(va)
     model, result = train_frame_fold(table.images[idx_tr], targets[tr], table.images[idx_va], targets[va], sec, seed,
-                                     args.out, fingerprint=fingerprint, resume=resume,
-                                     progress=not args.no_progress, log=log)
+                                     out, fingerprint=fingerprint, resume=resume, progress=progress)
     if not dist_env().is_main:
-        return
+        return result.history
     n_frame_labels = int((table.labels[tr] >= 0).sum())
     label_source = ("frame labels" if n_frame_labels == len(tr) else
                     "weak video labels" if n_frame_labels == 0 else "frame labels, weak video labels where missing")
     meta = {
         "applicable": 1, "arch": sec.arch, "classes": CLASSES, "input_size": sec.input_size, "crop_size": sec.crop_size,
-        "fold": args.fold, "seed": seed, "params": sec.to_dict(),
+        "fold": fold, "seed": seed, "params": sec.to_dict(),
         "selected_epoch": result.best_epoch, "selected_val_accuracy": result.best_score,
         "last_epoch": result.epochs_run,
         "last_val_accuracy": result.history[-1].get("val_accuracy") if result.history else None,
@@ -149,11 +179,12 @@ def main(args: argparse.Namespace) -> None:
         "resumed_from_epoch": result.resumed_from,
         "provenance": provenance(seed, next(model.parameters()).device),
     }
-    write_json(Path(args.out) / "meta.json", meta)
+    write_json(out / "meta.json", meta)
     # timings only in the log: meta.json must be identical when the same inputs are trained again
     val = "" if result.best_score is None else f" (val accuracy {result.best_score:.3f})"
-    print(f"train_frame fold {args.fold}: epoch {result.best_epoch}/{result.epochs_run} selected{val}; "
-          f"data {load_s:.1f} s, training {time.perf_counter() - t1:.1f} s", file=sys.stderr)
+    print(f"train_frame fold {fold}: epoch {result.best_epoch}/{result.epochs_run} selected{val}; "
+          f"data {load_s:.1f} s, training {time.perf_counter() - t1:.1f} s", file=sys.stderr, flush=True)
+    return result.history
 
 
 if __name__ == "__main__":

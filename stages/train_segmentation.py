@@ -1,18 +1,24 @@
-"""Stage train_segmentation@arch: one marker-segmentation architecture (METHODS §3) on the shared folds.
+"""Stage train_segmentation: the marker-segmentation architectures (METHODS §3) on the shared folds.
 
-    python -m stages.train_segmentation --arch unet --params params.yaml --frames data/frames \
+    python -m stages.train_segmentation --params params.yaml --frames data/frames \
         --folds data/splits/folds.json --manifest data/raw/manifest.csv \
-        --out models/segmentation/unet --plots plots/segmentation/unet
+        --out models/segmentation --plots plots/segmentation/archs [--arch unet ...]
 
-For each fold of ``segmentation.folds`` (default [0]): train on the masked videos of the fold's
+Architectures (``segmentation.archs``, or ``--arch``) train side by side in worker processes
+(:mod:`lus.parallel`, ``--workers``), each bit-identical to training it alone. ``--out`` is persisted, so
+an architecture whose finished checkpoint matches its data and params (e.g. after another one was added
+to the list) is not retrained: it is reloaded and only its test set is predicted again.
+
+Per architecture, for each fold of ``segmentation.folds`` (default [0]): train on the masked videos of the fold's
 ``train`` patients (paper augmentations on frame + mask, class-balanced draws), select the epoch on
 its ``val`` patients, then predict its ``test`` patients. Reads ``segmentation`` and ``base.seed``.
 
-Writes to ``--out``: ``fold_<k>/{model.pt, checkpoint.pt, curve.csv, test_outputs.npz}`` (test
+Writes to ``--out/<arch>``: ``fold_<k>/{model.pt, checkpoint.pt, curve.csv, test_outputs.npz}`` (test
 softmax, truth and frames for the ensemble stage), ``meta.json`` and ``metrics.json`` (flat:
 ``applicable``, ``fold_<k>.<metric>``, ``<metric>_mean``/``_std`` with dice_bin, dice_cat,
-dice_cat_orig, pixel_acc, ...). Writes to ``--plots``: ``fold_<k>_test.png`` overlays (PNG only; the
-training curve is ``--out/fold_<k>/curve.csv``, and ``--live`` in DVCLive's format). A data source without masks (covid-blues, pocus) is
+dice_cat_orig, pixel_acc, ...). Writes to ``--plots/<arch>``: ``fold_<k>_test.png`` overlays (PNG only; the
+training curve is ``fold_<k>/curve.csv``, and every architecture's rows go to ``--live`` in DVCLive's format,
+names ``<arch>/fold_<k>/...``). A data source without masks (covid-blues, pocus) is
 not an error: the stage writes ``applicable: 0``, a note picture, and exits 0 so the pipeline continues.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -38,24 +45,29 @@ from lus.data.seg_dataset import (
 from lus.io import write_json, write_npz
 from lus.metrics.segmentation import fold_summary, quantise_probs, segmentation_scores
 from lus.models.segmentation import build_segmentation_model, canonical_arch, predict_probs
+from lus.parallel import WORKERS_ENV, run_jobs, worker_count
 from lus.report.seg_overlays import pick_frames, save_message, save_overlay_grid
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
-from lus.train.live import EpochLog, open_epoch_log
+from lus.train.live import replay_histories
 from lus.train.loop import TrainConfig, fit
 from stages._cli import run, stage_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("Train one segmentation architecture on the shared patient-wise folds.")
-    parser.add_argument("--arch", required=True, help="unet | unetpp | deeplabv3plus")
+    parser = stage_parser("Train the segmentation architectures on the shared patient-wise folds.")
+    parser.add_argument("--arch", action="append", default=None,
+                        help="unet | unetpp | deeplabv3plus; repeat for several; default: segmentation.archs")
     parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
     parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
     parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest (video -> patient)")
-    parser.add_argument("--out", required=True, help="output folder, e.g. models/segmentation/unet")
-    parser.add_argument("--plots", default="", help="picture folder (default plots/segmentation/<arch>)")
-    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every fold (names "
-                                                   "fold_<k>/...), e.g. dvclive/segmentation/unet; none if empty")
+    parser.add_argument("--out", default="models/segmentation", help="output folder (one <arch> folder each)")
+    parser.add_argument("--plots", default="plots/segmentation/archs", help="picture folder (one <arch> folder each)")
+    parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every architecture and "
+                                                   "fold (names <arch>/fold_<k>/...), e.g. dvclive/segmentation; "
+                                                   "none if empty")
+    parser.add_argument("--workers", type=int, default=0, help=f"architectures trained at once (0 = ${WORKERS_ENV}, "
+                                                              "else one per core); results do not depend on it")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -84,7 +96,7 @@ def make_evaluate_fn(val, cfg: SegmentationSection, seed: int):
 
 
 def train_fold(cfg: SegmentationSection, arch: str, seed: int, k: int, train, val, out_dir: Path,
-               resume: bool, progress: bool, log: EpochLog | None = None):
+               resume: bool, progress: bool):
     """Train one fold with the shared loop; returns (model, FitResult)."""
     seed_everything(seed)
     model = make_model(cfg, arch)
@@ -107,7 +119,7 @@ def train_fold(cfg: SegmentationSection, arch: str, seed: int, k: int, train, va
     fingerprint = {"arch": arch, "fold": k, "videos": train.video_ids, "n_train": len(train), "n_val": len(val),
                    "params": cfg.to_dict()}
     result = fit(model, dataset, loss_fn, out_dir, tcfg, evaluate_fn=make_evaluate_fn(val, cfg, seed) if has_val else None,
-                 sample_fn=sample_fn, fingerprint=fingerprint, resume=resume, log=log, log_prefix=f"fold_{k}/")
+                 sample_fn=sample_fn, fingerprint=fingerprint, resume=resume)
     return model, result
 
 
@@ -119,24 +131,40 @@ def write_not_applicable(out: Path, plots: Path, arch: str, reason: str) -> None
 
 
 def main(args: argparse.Namespace) -> None:
+    cfg = load_section(SegmentationSection, args.params)
+    names = list(dict.fromkeys(args.arch or cfg.archs))   # folder names as given; models by canonical name
+    for name in names:
+        make_model(cfg, canonical_arch(name))  # fail fast on a bad arch, encoder or size before any work
+    threads = cfg.num_threads or max(1, os.cpu_count() or 1)
+    workers = 1 if dist_env().distributed else worker_count(args.workers, len(names), threads)
+    if not args.arch:   # the stage owns --out and --plots: drop architectures no longer in the list
+        for folder in (Path(args.out), Path(args.plots)):
+            for stale in sorted(p for p in folder.glob("*") if p.is_dir() and p.name not in names):
+                shutil.rmtree(stale)
+    progress = not args.no_progress and workers == 1
+    histories = run_jobs(train_arch, [(args, name, progress) for name in names], workers, threads, names=names)
+    if dist_env().is_main:
+        replay_histories(args.live, {f"{name}/{run}": rows for name, runs in zip(names, histories)
+                                     for run, rows in runs.items()})
+
+
+def train_arch(args: argparse.Namespace, name: str, progress: bool) -> dict[str, list[dict[str, float]]]:
+    """Train, test and write one architecture (folder ``name``); returns its folds' history rows by ``fold_<k>``."""
     base = load_section(BaseSection, args.params)
     cfg = load_section(SegmentationSection, args.params)
-    arch = canonical_arch(args.arch)
-    torch.set_num_threads(cfg.num_threads or max(1, os.cpu_count() or 1))
-    out, plots = Path(args.out), Path(args.plots or f"plots/segmentation/{args.arch}")
+    arch = canonical_arch(name)
+    out, plots = Path(args.out) / name, Path(args.plots) / name
     out.mkdir(parents=True, exist_ok=True)
     plots.mkdir(parents=True, exist_ok=True)
-    make_model(cfg, arch)  # fail fast on a bad encoder/size before reading data
     with_masks = set(masked_videos(args.frames))
-    log = open_epoch_log(args.live)   # before the not-applicable exit: its (empty) files are declared outputs
     if not with_masks:
         write_not_applicable(out, plots, arch, "no video of this data source has masks")
-        return
+        return {}
     manifest = read_manifest(args.manifest)
     patient_of = dict(zip(manifest["video_id"].astype(str), manifest["patient_id"].astype(str)))
     folds = load_folds(args.folds)
     device = resolve_device(cfg.device)
-    per_fold, fold_meta = {}, {}
+    per_fold, fold_meta, histories = {}, {}, {}
     for k in cfg.folds:
         parts = {}
         for part in ("train", "val", "test"):
@@ -148,8 +176,8 @@ def main(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         train, val = load_seg_frames(args.frames, parts["train"]), load_seg_frames(args.frames, parts["val"])
         fold_dir = out / f"fold_{k}"
-        model, result = train_fold(cfg, arch, base.seed + k, k, train, val, fold_dir, not args.no_resume,
-                                   not args.no_progress, log)
+        model, result = train_fold(cfg, arch, base.seed + k, k, train, val, fold_dir, not args.no_resume, progress)
+        histories[f"fold_{k}"] = result.history
         train_s = time.perf_counter() - t0
         if not dist_env().is_main:
             continue
@@ -170,9 +198,9 @@ def main(args: argparse.Namespace) -> None:
                         "n_videos": {p: len(v) for p, v in parts.items()}}
         print(f"train_segmentation[{arch}] fold {k}: epoch {result.best_epoch} selected; test "
               + ", ".join(f"{m} {per_fold[k][m]:.3f}" for m in ("dice_bin", "dice_cat", "pixel_acc"))
-              + f" ({train_s:.1f} s)")
+              + f" ({train_s:.1f} s)", flush=True)
     if not dist_env().is_main:
-        return
+        return histories
     metrics = {"applicable": 1.0, **fold_summary(per_fold)}
     metrics.update({f"fold_{k}.selected_epoch": float(m["selected_epoch"]) for k, m in fold_meta.items()})
     write_json(out / "metrics.json", metrics)
@@ -184,6 +212,7 @@ def main(args: argparse.Namespace) -> None:
         "encoder_weights_source": getattr(model, "weights_source", cfg.encoder_weights),
         "provenance": provenance(base.seed, device),
     })
+    return histories
 
 
 if __name__ == "__main__":

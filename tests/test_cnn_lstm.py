@@ -86,12 +86,22 @@ def write_params(path: Path, **cnn) -> Path:
 
 
 def run_fold(tmp_path: Path, paths: dict, fold: int, frame_model: Path, out: Path, params: Path) -> dict:
+    """The stage on one fold; ``frame_model`` is linked in as fold ``fold`` of its --frame-models folder and
+    ``out`` (a ``fold_<fold>`` folder) gets the outputs. Returns its meta.json."""
+    import hashlib
+
     import stages.train_cnn_lstm as st
 
+    assert out.name == f"fold_{fold}"
+    # one folder per linked model, so a rerun with the same model sees the same paths (meta.json records them)
+    models = tmp_path / "frame_models" / hashlib.sha1(f"{Path(frame_model).resolve()}:{fold}".encode()).hexdigest()[:8]
+    if not (models / f"fold_{fold}").exists():
+        models.mkdir(parents=True, exist_ok=True)
+        (models / f"fold_{fold}").symlink_to(Path(frame_model).resolve())
     args = st.build_parser().parse_args([
         "--fold", str(fold), "--params", str(params), "--frames", str(paths["frames"]), "--folds", str(paths["folds"]),
-        "--manifest", str(paths["manifest"]), "--frame-model", str(frame_model), "--cache", str(tmp_path / "cache"),
-        "--out", str(out), "--no-progress"])
+        "--manifest", str(paths["manifest"]), "--frame-models", str(models), "--cache", str(tmp_path / "cache"),
+        "--out", str(out.parent), "--no-progress"])
     st.main(args)
     return json.loads((out / "meta.json").read_text())
 
@@ -295,8 +305,8 @@ def test_standardisation_uses_training_videos_only(tmp_path):
     stats = {}
     for name, patients in (("same", []), ("held_out_changed", held_p), ("train_changed", ["P10"])):
         paths = base if name == "same" else variant(name, patients)
-        run_fold(tmp_path / name, paths, 1, fm, tmp_path / name / "out", params)
-        state = torch.load(tmp_path / name / "out" / "model.pt", weights_only=True)
+        run_fold(tmp_path / name, paths, 1, fm, tmp_path / name / "out" / "fold_1", params)
+        state = torch.load(tmp_path / name / "out" / "fold_1" / "model.pt", weights_only=True)
         stats[name] = (state["feature_mean"], state["feature_std"])
     assert not torch.equal(stats["same"][1], torch.ones_like(stats["same"][1]))     # standardisation is on
     assert all(torch.equal(a, b) for a, b in zip(stats["same"], stats["held_out_changed"]))

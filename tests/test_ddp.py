@@ -43,15 +43,16 @@ def test_train_frame_under_torchrun_keeps_the_contract(tmp_path):
     common = ["--params", str(params), "--fold", "0", "--frames", str(paths["frames"]), "--folds", str(paths["folds"]),
               "--manifest", str(paths["manifest"]), "--no-progress"]
 
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    stage.main(stage.build_parser().parse_args([*common, "--out", str(single), "--live", str(tmp_path / "live_1")]))
+    stage.main(stage.build_parser().parse_args([*common, "--out", str(tmp_path / "single"),
+                                                "--live", str(tmp_path / "live_1")]))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "--no-python", sys.executable, "-c", RANK_WRAPPER, *common, "--out", str(ddp),
+                           "--no-python", sys.executable, "-c", RANK_WRAPPER, *common, "--out", str(tmp_path / "ddp"),
                            "--live", str(tmp_path / "live_2")],
                           cwd=PROJECT_ROOT, env=pipeline_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (tmp_path / "ddp_rank1").exists() and not (tmp_path / "live_2_rank1").exists(), "rank 1 wrote files"
-    tsvs = [sorted(p.name for p in (tmp_path / d / "plots" / "metrics").iterdir()) for d in ("live_1", "live_2")]
+    single, ddp = tmp_path / "single" / "fold_0", tmp_path / "ddp" / "fold_0"
+    tsvs = [sorted(p.name for p in (tmp_path / d / "plots" / "metrics" / "fold_0").iterdir()) for d in ("live_1", "live_2")]
     assert tsvs[0] == tsvs[1] and "train_loss.tsv" in tsvs[1]     # the DVCLive log, from rank 0 only
     epoch_lines = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == FRAME["epochs"], proc.stderr   # logged by rank 0 only

@@ -130,10 +130,11 @@ def _toy(tmp_path):
     return write_toy_shards(tmp_path / "toy", n_patients=N_PATIENTS, videos_per_patient=2, frames_per_video=FPV, size=48)
 
 
-def _train_args(paths, params, fold, out):
-    return argparse.Namespace(params=params, fold=fold, frames=str(paths["frames"]), folds=str(paths["folds"]),
-                              manifest=str(paths["manifest"]), out=str(out), live="", no_resume=False,
-                              no_progress=True)
+def _train_args(paths, params, folds, out, workers=1, live=""):
+    """The stage's arguments: ``folds`` None = every fold; ``out`` gets one fold_<k> folder per fold."""
+    return argparse.Namespace(params=params, fold=folds, frames=str(paths["frames"]), folds=str(paths["folds"]),
+                              manifest=str(paths["manifest"]), out=str(out), live=live, no_resume=False,
+                              no_progress=True, workers=workers)
 
 
 def test_train_stage_never_loads_test_patients(tmp_path, monkeypatch):
@@ -157,7 +158,7 @@ def test_train_stage_never_loads_test_patients(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage, "load_frame_table", spy_load)
     monkeypatch.setattr(stage, "train_frame_fold", spy_train)
-    stage.main(_train_args(paths, params, 1, tmp_path / "fold_1"))
+    stage.main(_train_args(paths, params, [1], tmp_path))
     manifest = pd.read_csv(paths["manifest"])
     patient_of = dict(zip(manifest["video_id"], manifest["patient_id"]))
     seen_patients = {patient_of[v] for v in seen_videos}
@@ -198,9 +199,7 @@ def test_short_training_beats_chance_and_predict_stage(tmp_path):
     paths = _toy(tmp_path)
     params = _params(tmp_path, arch="cnn", epochs=6, milestones=[5], batch_size=16, lr=3e-3, input_size=48,
                      crop_size=32, width=0.25, pictures_per_score=1)
-    n_folds = len(json.loads(paths["folds"].read_text())["folds"])
-    for k in range(n_folds):
-        train_stage.main(_train_args(paths, params, k, tmp_path / "models" / f"fold_{k}"))
+    train_stage.main(_train_args(paths, params, None, tmp_path / "models"))   # every fold
     out = tmp_path / "pred" / "frames.parquet"
     predict_stage.main(argparse.Namespace(
         params=params, frames=str(paths["frames"]), folds=str(paths["folds"]), manifest=str(paths["manifest"]),

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a module belongs to the layer of its longest matching prefix
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("lus", "lus.io", "lus.runtime", "lus.config"),   # core: no lus imports but each other
+    ("lus", "lus.io", "lus.runtime", "lus.parallel", "lus.config"),   # core: no lus imports but each other
     ("lus.synth",),                                    # synthetic-video generator (a data source)
     ("lus.data",),                                     # files -> arrays/containers; folds; checks
     ("lus.models",),                                   # operators and networks (forward only)

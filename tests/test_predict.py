@@ -1,8 +1,8 @@
 """``lus predict`` on an export built from a tiny in-process pipeline run (synthetic data, 2 folds).
 
-The module fixture runs the real stage functions (prepare -> extract_frames -> split -> train_frame@0,1
-(1 epoch) -> predict_frames -> train_aggregator@0,1 -> train_segmentation@unet (2 steps) ->
-train_cnn_lstm@0,1 (frame-model backbone)) and the export, in about 20-30 s on two busy cores; every
+The module fixture runs the real stage functions (prepare -> extract_frames -> split -> train_frame
+(folds 0, 1; 1 epoch) -> predict_frames -> train_aggregator -> train_segmentation (unet, 2 steps) ->
+train_cnn_lstm (frame-model backbone)) and the export, in about 20-30 s on two busy cores; every
 test below reuses it. A diagnosis-only package (like the POCUS preset's: no frame models, a torchvision
 CNN-LSTM backbone) is trained from the same frames by train_cnn_lstm with other params.
 """
@@ -63,24 +63,20 @@ def run(tmp_path_factory) -> Path:
     _stage(prepare, p + ["--out", str(raw)])
     _stage(extract_frames, p + ["--raw", str(raw), "--out", str(frames), "--no-progress"])
     _stage(split, p + ["--manifest", str(manifest), "--index", str(frames / "index.csv"), "--out", str(folds)])
-    for k in (0, 1):
-        _stage(train_frame, p + common + ["--fold", str(k), "--out", str(root / f"models/frame/fold_{k}"),
-                                          "--no-resume", "--no-progress"])
+    _stage(train_frame, p + common + ["--out", str(root / "models/frame"), "--no-resume", "--no-progress"])
     _stage(predict_frames, p + common + ["--models", str(root / "models/frame"),
                                          "--out", str(root / "data/predictions/frames.parquet"),
                                          "--metrics", str(root / "data/predictions/frame_metrics.json"),
                                          "--confusion", str(root / "plots/frame/confusion.csv"),
                                          "--pictures", str(root / "plots/localization")])
-    for k in (0, 1):
-        _stage(train_aggregator, p + ["--fold", str(k), "--frames", str(root / "data/predictions/frames.parquet"),
-                                      "--folds", str(folds), "--manifest", str(manifest),
-                                      "--out", str(root / "models/aggregator")])
-    _stage(train_segmentation, p + common + ["--arch", "unet", "--out", str(root / "models/segmentation/unet"),
-                                             "--plots", str(root / "plots/segmentation/unet"), "--no-progress"])
-    for k in (0, 1):
-        _stage(train_cnn_lstm, p + common + ["--fold", str(k), "--frame-model", str(root / f"models/frame/fold_{k}"),
-                                             "--cache", str(root / ".cache/features"),
-                                             "--out", str(root / f"models/cnn_lstm/fold_{k}"), "--no-progress"])
+    _stage(train_aggregator, p + ["--frames", str(root / "data/predictions/frames.parquet"),
+                                  "--folds", str(folds), "--manifest", str(manifest),
+                                  "--out", str(root / "models/aggregator")])
+    _stage(train_segmentation, p + common + ["--arch", "unet", "--out", str(root / "models/segmentation"),
+                                             "--plots", str(root / "plots/segmentation/archs"), "--no-progress"])
+    _stage(train_cnn_lstm, p + common + ["--frame-models", str(root / "models/frame"),
+                                         "--cache", str(root / ".cache/features"),
+                                         "--out", str(root / "models/cnn_lstm"), "--no-progress"])
     export_models(frame_dir=root / "models/frame", aggregator_dir=root / "models/aggregator",
                   segmentation_dir=root / "models/segmentation", raw_dir=raw, frames_report=frames / "report.json",
                   metrics_dir=root / "metrics", out_dir=root / "models/export", seed=0, folds=[0, 1],
@@ -286,7 +282,7 @@ def _stage_diagnosis(run: Path, fold: int, video_id: str) -> tuple[list[str], np
 
 @pytest.mark.parametrize("fold", [0, 1])
 def test_fold_k_diagnosis_reproduces_the_cnn_lstm_stage(run, tmp_path, fold, capsys):
-    """``--fold K`` on a test video of fold K gives train_cnn_lstm@K's own test probabilities and frames."""
+    """``--fold K`` on a test video of fold K gives train_cnn_lstm's fold K's own test probabilities and frames."""
     vid = _test_video_of_fold(run, fold)
     assert _predict(str(_video(run, vid)), "--model", str(run / "models/export"), "--out", str(tmp_path),
                     "--fold", str(fold), "--no-video", "--no-segmentation") == 0
@@ -335,11 +331,11 @@ def _diagnosis_only_package(run: Path, root: Path, weights: str) -> Path:
     params = yaml.safe_load((run / "params.yaml").read_text())
     params["cnn_lstm"].update({"backbone": "mobilenet_v2", "weights": weights, "input_size": 32})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _stage(train_cnn_lstm, ["--params", str(root / "params.yaml"),
+                            "--frames", str(run / "data/frames"), "--folds", str(run / "data/splits/folds.json"),
+                            "--manifest", str(run / "data/raw/manifest.csv"), "--cache", str(root / "cache"),
+                            "--out", str(root / "cnn_lstm"), "--no-progress"])
     for k in (0, 1):
-        _stage(train_cnn_lstm, ["--params", str(root / "params.yaml"), "--fold", str(k),
-                                "--frames", str(run / "data/frames"), "--folds", str(run / "data/splits/folds.json"),
-                                "--manifest", str(run / "data/raw/manifest.csv"), "--cache", str(root / "cache"),
-                                "--out", str(root / f"cnn_lstm/fold_{k}"), "--no-progress"])
         frame = root / f"frame/fold_{k}"  # what train_frame writes for a source without severity labels
         frame.mkdir(parents=True)
         (frame / "meta.json").write_text(json.dumps({"fold": k, "applicable": 0, "reason": "no severity labels"}))
@@ -413,7 +409,7 @@ def test_export_refuses_a_cnn_lstm_trained_on_another_frame_model(run, tmp_path)
     meta = json.loads(meta_path.read_text())
     meta["backbone"]["weights"] = "file:0123456789abcdef"  # as if trained before the frame model was retrained
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"fold_1/meta.json.*rerun train_cnn_lstm@1"):
+    with pytest.raises(ValueError, match=r"fold_1/meta.json.*rerun train_cnn_lstm"):
         export_models(frame_dir=run / "models/frame", aggregator_dir=run / "models/aggregator",
                       segmentation_dir=run / "models/segmentation", raw_dir=run / "data/raw",
                       frames_report=run / "data/frames/report.json", metrics_dir=run / "metrics",

@@ -1,6 +1,7 @@
-"""Kill and resume through DVC: `dvc repro train_frame@0` is SIGKILLed after an epoch checkpoint, the next
-`dvc repro` continues from `models/frame/fold_0/checkpoint.pt` (a `persist: true` out) and ends with the
-same model, bit for bit, as an uninterrupted run on CPU."""
+"""Kill and resume through DVC: `dvc repro train_frame` (every fold, in worker processes) is SIGKILLed after
+fold 0's first epoch checkpoint, the next `dvc repro` continues from `models/frame/fold_0/checkpoint.pt`
+(`models/frame` is a `persist: true` out) and ends with the same model, bit for bit, as an uninterrupted run
+on CPU."""
 
 from __future__ import annotations
 
@@ -23,31 +24,23 @@ EPOCHS = 8   # tiny epochs take ~0.5 s: enough left after the first checkpoint f
 
 
 def _training_processes(dvc: subprocess.Popen) -> list[psutil.Process]:
-    """The stage's processes under `dvc repro`: DVC runs the command through $SHELL, and a shell that
-    does not exec its last command (dash, the /bin/sh of Debian when SHELL is unset) stays between DVC
-    and Python with the same command line. Killing only that shell would orphan the trainer, which then
-    finishes on its own; so every matching process is returned, the Python trainer included."""
+    """Every process under `dvc repro`: the shell DVC runs the command through (a shell that does not exec
+    its last command, e.g. dash, stays between DVC and Python), the stage's Python process and its fold
+    workers (spawned by multiprocessing). Killing only the shell would orphan the trainers, which then
+    finish on their own; so all of them are returned, parents first."""
     try:
-        children = psutil.Process(dvc.pid).children(recursive=True)
+        return psutil.Process(dvc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    found = []
-    for child in children:
-        try:
-            if "stages.train_frame" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 def _kill_after_first_epoch(repo: Path, log: Path, timeout: float = 300) -> None:
-    """Start `dvc repro train_frame@0`; SIGKILL the training process once curve.csv exists again (it is
-    written right after each epoch's checkpoint; the old one is removed first, as DVC would)."""
+    """Start `dvc repro train_frame`; SIGKILL its processes once fold 0's curve.csv exists again (it is
+    written right after each epoch's checkpoint; the old one is removed first)."""
     curve = repo / "models/frame/fold_0/curve.csv"
     curve.unlink()
     with open(log, "w") as fh:
-        dvc = subprocess.Popen(["dvc", "repro", "train_frame@0"], cwd=repo, env=pipeline_env(), stdout=fh,
+        dvc = subprocess.Popen(["dvc", "repro", "train_frame"], cwd=repo, env=pipeline_env(), stdout=fh,
                                stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
@@ -56,9 +49,9 @@ def _kill_after_first_epoch(repo: Path, log: Path, timeout: float = 300) -> None
                 assert time.monotonic() < deadline, "no epoch finished in time"
                 time.sleep(0.02)
             procs = _training_processes(dvc)
-            assert any("python" in Path(p.cmdline()[0]).name for p in procs), \
+            assert any("stages.train_frame" in " ".join(p.cmdline()) for p in procs), \
                 f"training process not found among {[p.cmdline() for p in procs]}"
-            for proc in reversed(procs):   # deepest first: the trainer before its shell
+            for proc in reversed(procs):   # deepest first: the workers, the trainer, then its shell
                 proc.send_signal(signal.SIGKILL)
             _, alive = psutil.wait_procs(procs, timeout=30)
             assert not alive, f"still running after SIGKILL: {alive}"
@@ -81,16 +74,16 @@ def test_killed_training_resumes_to_the_uninterrupted_model(tiny_repo, tmp_path)
     assert 1 <= killed_at < EPOCHS, f"the kill did not land mid-run (checkpoint at epoch {killed_at}/{EPOCHS})"
     assert not (out / "model.pt").exists() and not (out / "meta.json").exists()   # nothing half-written
 
-    log = run_cmd(["dvc", "repro", "train_frame@0"], repo)       # resumes
-    assert "Running stage 'train_frame@0'" in log.stdout, log.stdout
+    log = run_cmd(["dvc", "repro", "train_frame"], repo)       # resumes
+    assert "Running stage 'train_frame'" in log.stdout, log.stdout
     meta = read_json(out / "meta.json")
     assert meta["resumed_from_epoch"] == killed_at and meta["last_epoch"] == EPOCHS
     resumed = {"model": (out / "model.pt").read_bytes(), "meta": meta,
                "curve": pd.read_csv(out / "curve.csv")}
-    assert run_cmd(["dvc", "status", "train_frame@0"], repo).stdout.strip().endswith("up to date.")
+    assert run_cmd(["dvc", "status", "train_frame"], repo).stdout.strip().endswith("up to date.")
 
     # uninterrupted reference: DVC reruns the stage from scratch (a finished checkpoint is not resumed)
-    run_cmd(["dvc", "repro", "--force", "--single-item", "train_frame@0"], repo)
+    run_cmd(["dvc", "repro", "--force", "--single-item", "train_frame"], repo)
     fresh = read_json(out / "meta.json")
     assert fresh["resumed_from_epoch"] == 0 and fresh["last_epoch"] == EPOCHS
     assert (out / "model.pt").read_bytes() == resumed["model"], "resumed model differs from the uninterrupted one"

@@ -195,10 +195,11 @@ def test_no_mask_source_is_not_applicable(tmp_path):
 
     paths = write_seg_dataset(tmp_path, with_masks=False)
     params = write_params(tmp_path / "params.yaml")
+    run_stage(st, ["--params", str(params), "--frames", str(paths["frames"]), "--folds", str(paths["folds"]),
+                   "--manifest", str(paths["manifest"]), "--out", str(tmp_path / "m"), "--plots", str(tmp_path / "plots"),
+                   "--live", str(tmp_path / "live"), "--workers", "1", "--no-progress"])
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {}   # declared output, no epoch
     for arch in ARCHS:
-        run_stage(st, ["--arch", arch, "--params", str(params), "--frames", str(paths["frames"]), "--folds",
-                       str(paths["folds"]), "--manifest", str(paths["manifest"]), "--out", str(tmp_path / "m" / arch),
-                       "--plots", str(tmp_path / "plots" / arch), "--no-progress"])
         assert json.loads((tmp_path / "m" / arch / "metrics.json").read_text()) == {"applicable": 0}
         assert (tmp_path / "plots" / arch / "not_applicable.png").is_file()
     run_stage(ens, ["--params", str(params), "--models", str(tmp_path / "m"), "--out", str(tmp_path / "ens"),
@@ -214,10 +215,15 @@ def test_tiny_training_beats_all_background_and_ensembles(tmp_path):
     boost = [1.0, 1.5, 3.0, 3.0, 3.0]   # not the default: the stage must pass its own params to the ensemble
     params = write_params(tmp_path / "params.yaml", epochs=4, steps_per_epoch=15, archs=["unet", "deeplabv3plus"],
                           boost=boost)
-    for arch in ("unet", "deeplabv3plus"):
-        run_stage(st, ["--arch", arch, "--params", str(params), "--frames", str(paths["frames"]), "--folds",
-                       str(paths["folds"]), "--manifest", str(paths["manifest"]), "--out", str(tmp_path / "m" / arch),
-                       "--plots", str(tmp_path / "plots" / arch), "--no-progress"])
+    argv = ["--params", str(params), "--frames", str(paths["frames"]), "--folds", str(paths["folds"]),
+            "--manifest", str(paths["manifest"]), "--out", str(tmp_path / "m"), "--plots", str(tmp_path / "plots"),
+            "--live", str(tmp_path / "live"), "--no-progress"]
+    (tmp_path / "m" / "unetpp").mkdir(parents=True)    # an architecture no longer listed: removed
+    run_stage(st, argv)                                  # both architectures, in two worker processes
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["deeplabv3plus", "unet"]
+    live = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert set(live) == {"unet", "deeplabv3plus", "step"} and "val_dice_bin" in live["unet"]["fold_0"]
+    assert (tmp_path / "live" / "plots" / "metrics" / "deeplabv3plus" / "fold_0" / "train_loss.tsv").is_file()
     m = json.loads((tmp_path / "m" / "unet" / "metrics.json").read_text())
     out = np.load(tmp_path / "m" / "unet" / "fold_0" / "test_outputs.npz")
     baseline = segmentation_scores(np.zeros_like(out["masks"]), out["masks"])  # all background
@@ -239,6 +245,13 @@ def test_tiny_training_beats_all_background_and_ensembles(tmp_path):
     assert s["unet.dice_bin_mean"] == pytest.approx(m["dice_bin_mean"])
     assert all(isinstance(v, (int, float)) for v in s.values())
     assert (tmp_path / "plots" / "ensemble" / "fold_0_test.png").is_file()
+    # a rerun with the same data and params reloads the finished checkpoints: same results, nothing retrained
+    weights = (tmp_path / "m" / "unet" / "fold_0" / "model.pt").read_bytes()
+    run_stage(st, argv)
+    meta = json.loads((tmp_path / "m" / "unet" / "meta.json").read_text())
+    assert meta["fold_details"]["0"]["resumed_from"] == 4
+    assert (tmp_path / "m" / "unet" / "fold_0" / "model.pt").read_bytes() == weights
+    assert json.loads((tmp_path / "m" / "unet" / "metrics.json").read_text()) == m
 
 
 def test_params_section_validation():

@@ -74,7 +74,7 @@ def _construction_spec(meta: dict[str, Any]) -> dict[str, Any]:
 
 def export_frame_models(frame_dir: Path, folds: Sequence[int], out: Path) -> dict[str, Any]:
     """Copy (validated) the frame model of every fold; one spec shared by all folds."""
-    metas = {k: read_json(_require(frame_dir / f"fold_{k}" / "meta.json", f"train_frame@{k}")) for k in folds}
+    metas = {k: read_json(_require(frame_dir / f"fold_{k}" / "meta.json", f"train_frame")) for k in folds}
     if not any(m.get("applicable", 1) for m in metas.values()):
         first = metas[folds[0]]
         return {"applicable": 0, "reason": first.get("reason", "frame models not applicable")}
@@ -85,7 +85,7 @@ def export_frame_models(frame_dir: Path, folds: Sequence[int], out: Path) -> dic
             raise ValueError(f"{frame_dir}/fold_{k}/meta.json: frame model settings {s} differ from fold "
                              f"{folds[0]}'s {spec}; retrain all folds (dvc repro train_frame)")
     for k in folds:
-        state = load_state(_require(frame_dir / f"fold_{k}" / "model.pt", f"train_frame@{k}"))
+        state = load_state(_require(frame_dir / f"fold_{k}" / "model.pt", f"train_frame"))
         build_frame_net(spec).load_state_dict(state)  # raises if the file does not fit the spec
         write_torch(out / frame_file(k), state)  # byte-identical for equal weights
     first = metas[folds[0]]
@@ -103,7 +103,7 @@ def export_frame_models(frame_dir: Path, folds: Sequence[int], out: Path) -> dic
 
 def export_aggregator(agg_dir: Path, folds: Sequence[int], out: Path) -> dict[str, Any]:
     """Neutral elements per fold and their per-class mean (the ensemble's), written to aggregator.json."""
-    docs = {k: read_json(_require(agg_dir / f"fold_{k}.json", f"train_aggregator@{k}")) for k in folds}
+    docs = {k: read_json(_require(agg_dir / f"fold_{k}.json", f"train_aggregator")) for k in folds}
     if not all(d.get("applicable", 1) for d in docs.values()):
         doc = {"applicable": 0, "reason": next(d.get("reason", "") for d in docs.values() if not d.get("applicable", 1))}
         write_json(out / AGGREGATOR, doc)
@@ -169,7 +169,7 @@ def _cnn_lstm_backbone(meta: dict[str, Any], k: int, meta_path: Path, frame_dir:
         digest = f"file:{file_digest(frame_dir / f'fold_{k}' / 'model.pt')}"
         if info.get("weights") != digest:
             raise ValueError(f"{meta_path}: the CNN-LSTM was trained on frame model weights {info.get('weights')}, "
-                             f"but {frame_dir / f'fold_{k}' / 'model.pt'} is {digest}; rerun train_cnn_lstm@{k}")
+                             f"but {frame_dir / f'fold_{k}' / 'model.pt'} is {digest}; rerun train_cnn_lstm")
         return {"file": frame_file(k), "key_info": info}
     # Built as train_cnn_lstm builds it: right after seeding torch with the fold's seed (random init).
     with torch.random.fork_rng(devices=[]):
@@ -177,7 +177,7 @@ def _cnn_lstm_backbone(meta: dict[str, Any], k: int, meta_path: Path, frame_dir:
         backbone = build_backbone(name, params["weights"], int(params["input_size"]))
     if backbone.key_info != info:
         raise ValueError(f"{meta_path}: the CNN-LSTM was trained on backbone {info}, but rebuilding it here gives "
-                         f"{backbone.key_info}; rerun train_cnn_lstm@{k}")
+                         f"{backbone.key_info}; rerun train_cnn_lstm")
     if params["weights"] == "imagenet":
         return {"file": None, "key_info": info}  # predict loads the same offline file and checks its digest
     rel = (f"cnn_lstm/backbone_fold_{k}.pt" if params["weights"] == "none"
@@ -191,7 +191,7 @@ def export_cnn_lstm(cnn_dir: Path | None, folds: Sequence[int], frame_dir: Path,
     """Every fold's CNN-LSTM head (validated) and what rebuilds its backbone and input (manifest entry)."""
     if cnn_dir is None:
         return {"applicable": 0, "reason": "no CNN-LSTM given to the export"}
-    paths = {k: _require(cnn_dir / f"fold_{k}" / "meta.json", f"train_cnn_lstm@{k}") for k in folds}
+    paths = {k: _require(cnn_dir / f"fold_{k}" / "meta.json", f"train_cnn_lstm") for k in folds}
     metas = {k: read_json(p) for k, p in paths.items()}
     first = metas[folds[0]]
 
@@ -209,7 +209,7 @@ def export_cnn_lstm(cnn_dir: Path | None, folds: Sequence[int], frame_dir: Path,
     head = {"hidden": params["hidden"], "input_dropout": params["input_dropout"], "fc": params["fc"]}
     per_fold = {}
     for k in folds:
-        state = load_state(_require(cnn_dir / f"fold_{k}" / "model.pt", f"train_cnn_lstm@{k}"))
+        state = load_state(_require(cnn_dir / f"fold_{k}" / "model.pt", f"train_cnn_lstm"))
         build_cnn_lstm_head(head, first["feature_dim"], len(first["classes"])).load_state_dict(state)
         write_torch(out / cnn_lstm_file(k), state)
         per_fold[str(k)] = _cnn_lstm_backbone(metas[k], k, paths[k], frame_dir, frame, out)

@@ -1,4 +1,4 @@
-"""Segmentation pictures: frames with true and predicted marker masks overlaid (plots/segmentation/<arch>/).
+"""Segmentation pictures: frames with true and predicted marker masks overlaid (plots/segmentation/archs/<arch>/, plots/segmentation/ensemble/).
 
 One PNG per picture: a row per frame, columns [frame | ground truth | prediction]; classes in fixed
 colours (1 = score-0 region green, 2 = score 1 yellow, 3 = score 2 orange, 4 = score 3 red;

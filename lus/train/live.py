@@ -52,3 +52,18 @@ def open_epoch_log(directory: str | Path | None) -> EpochLog | None:
     from lus.train.distributed import dist_env
 
     return EpochLog(directory) if directory and dist_env().is_main else None
+
+
+def replay_histories(directory: str | Path | None, histories: Mapping[str, list[Mapping[str, Any]]]) -> None:
+    """Log the history rows of several runs (name -> rows, e.g. ``fold_0``) to one log, names ``<name>/...``.
+
+    For stages that train their folds in parallel processes (:mod:`lus.parallel`): one DVCLive log cannot
+    be shared between processes, so the parent writes it from the finished histories, in the given order.
+    Nothing without a folder or off rank 0; an empty log when no run logged an epoch.
+    """
+    log = open_epoch_log(directory)
+    if log is None:
+        return
+    for name, rows in histories.items():
+        for row in rows:
+            log.log_epoch(row, f"{name}/")
