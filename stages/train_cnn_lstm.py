@@ -49,7 +49,7 @@ from lus.parallel import WORKERS_ENV, run_jobs, worker_count
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
 from lus.train.live import replay_histories
-from lus.train.loop import TrainConfig, fit
+from lus.train.loop import TrainConfig, checkpoint_finished, fit
 from stages._cli import run, stage_parser
 
 
@@ -174,8 +174,9 @@ def train_fold(args: argparse.Namespace, k: int, progress: bool) -> list[dict[st
     t1 = time.perf_counter()
     if cfg.checkpoint_every == 0 and dist_env().is_main:
         (out / tcfg.checkpoint_name).unlink(missing_ok=True)  # a stale one from a run that wrote checkpoints
+    resume = not args.no_resume and not checkpoint_finished(out / tcfg.checkpoint_name)   # as train_frame
     result = fit(model, SequenceDataset(feats[tr], y[tr]), loss_fn, out, tcfg, labels=y[tr].numpy(),
-                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=not args.no_resume)
+                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=resume)
     train_s = time.perf_counter() - t1
     if not dist_env().is_main:
         return result.history

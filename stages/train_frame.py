@@ -10,6 +10,10 @@ trains on ``train``, selects the epoch by crop-1 accuracy on ``val``. Frame targ
 when present, else the manifest ``video_score`` as a weak label (covid-blues has no frame labels).
 Reads the ``frame_model`` section and ``base.seed``.
 
+With ``--crops``, writes ``--crops/fold_<k>/epoch_<NNN>.jpg`` after every epoch: [frame with crop boxes |
+crop 1 | crop 2] of one fixed frame per score from the training and from the validation patients (METHODS
+§1.5), drawn with the weights that validation saw.
+
 Writes to ``--out/fold_<k>``: ``model.pt`` (state dict of the selected epoch; ``torch.load(weights_only=True)``),
 ``meta.json`` (params, classes, arch, sizes, seed, provenance, selected epoch, data counts),
 ``curve.csv`` (per-epoch loss parts and validation metrics; the same rows of every fold go to ``--live``
@@ -48,9 +52,10 @@ from lus.data.manifest import read_manifest
 from lus.io import write_json, write_text, write_torch
 from lus.labels import SCORES
 from lus.parallel import WORKERS_ENV, run_jobs, worker_count
+from lus.report.localization import epoch_crop_grid, pick_frames, write_jpeg
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
-from lus.train.frame import train_frame_fold
+from lus.train.frame import predict, train_frame_fold
 from lus.train.live import replay_histories
 from lus.train.loop import checkpoint_finished
 from stages._cli import run, stage_parser
@@ -69,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every fold (names "
                                                    "fold_<k>/...; dvc exp show / dvc plots), e.g. dvclive/frame; "
                                                    "none if empty")
+    parser.add_argument("--crops", default="", help="folder for the per-epoch [frame | crop 1 | crop 2] pictures "
+                                                    "(METHODS §1.5; fold_<k>/epoch_<n>.jpg), e.g. plots/frame/crops; "
+                                                    "none if empty")
     parser.add_argument("--workers", type=int, default=0,
                         help=f"folds trained at once (0 = ${WORKERS_ENV}, else one per core); results do not depend on it")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
@@ -91,6 +99,38 @@ def thread_count(n: int) -> int:
     """``n`` threads, or all cores shared among the torchrun processes of this machine (n = 0)."""
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     return n if n > 0 else max(1, (os.cpu_count() or 1) // local)
+
+
+class EpochCropPictures:
+    """METHODS §1.5: after every epoch, [frame with boxes | crop 1 | crop 2] of fixed frames, one per score from
+    the training patients and one from the validation patients (the paper shows test frames; this stage never
+    loads test patients), drawn with the weights validation saw -> ``<folder>/epoch_<NNN>.jpg``.
+
+    A run resumed from a checkpoint draws the epochs it trains (DVC empties the folder before a rerun)."""
+
+    def __init__(self, folder: Path, fold: int, table, parts: dict[str, np.ndarray], seed: int) -> None:
+        self.folder, self.fold = folder, fold
+        targets, videos = table.targets, table.video_id_per_row()
+        self.rows = {name: rows[pick_frames(targets[rows], videos[rows], 1, seed)] for name, rows in parts.items()}
+        self.captions = {name: [f"{videos[r]} #{table.frame_index[r]}, score {targets[r]}" for r in rows]
+                         for name, rows in self.rows.items()}
+        self.images = table.images
+        self.thetas: dict[str, dict[str, np.ndarray]] | None = None
+
+    def on_validation(self, model: torch.nn.Module) -> None:
+        device = next(model.parameters()).device
+        self.thetas = {name: predict(model, self.images[torch.from_numpy(rows)], device=device)
+                       for name, rows in self.rows.items()}
+
+    def on_epoch_end(self, epoch: int, row: dict[str, float]) -> None:
+        if self.thetas is None:
+            return
+        columns = {name: [(self.images[r].numpy(), out["theta1"][i], out["theta2"][i], self.captions[name][i])
+                          for i, r in enumerate(self.rows[name])] for name, out in self.thetas.items()}
+        acc = row.get("val_accuracy")
+        title = f"fold {self.fold}, epoch {epoch}" + ("" if acc is None else f", val accuracy {acc:.3f}")
+        write_jpeg(self.folder / f"epoch_{epoch:03d}.jpg", epoch_crop_grid(columns, title))
+        self.thetas = None
 
 
 def write_not_applicable(out: Path, fold: int, sec: FrameModelSection, reason: str) -> None:
@@ -158,8 +198,17 @@ def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict
             (out / name).unlink(missing_ok=True)
     t1 = time.perf_counter()
     idx_tr, idx_va = torch.from_numpy(tr), torch.from_numpy(va)
+    pictures = None
+    if args.crops and dist_env().is_main:
+        folder = Path(args.crops) / f"fold_{fold}"
+        if not resume and folder.is_dir():
+            shutil.rmtree(folder)   # pictures of an earlier run
+        pictures = EpochCropPictures(folder, fold, table, {"training patients": tr[targets[tr] >= 0],
+                                                           "validation patients": va[targets[va] >= 0]}, seed)
     model, result = train_frame_fold(table.images[idx_tr], targets[tr], table.images[idx_va], targets[va], sec, seed,
-                                     out, fingerprint=fingerprint, resume=resume, progress=progress)
+                                     out, fingerprint=fingerprint, resume=resume, progress=progress,
+                                     on_validation=pictures.on_validation if pictures else None,
+                                     on_epoch_end=pictures.on_epoch_end if pictures else None)
     if not dist_env().is_main:
         return result.history
     n_frame_labels = int((table.labels[tr] >= 0).sum())

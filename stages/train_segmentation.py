@@ -6,8 +6,8 @@
 
 Architectures (``segmentation.archs``, or ``--arch``) train side by side in worker processes
 (:mod:`lus.parallel`, ``--workers``), each bit-identical to training it alone. ``--out`` is persisted, so
-an architecture whose finished checkpoint matches its data and params (e.g. after another one was added
-to the list) is not retrained: it is reloaded and only its test set is predicted again.
+an interrupted run resumes from its checkpoints; a finished checkpoint is never reused (DVC reruns the stage
+when code changed too, which the checkpoint's fingerprint of data and params cannot see).
 
 Per architecture, for each fold of ``segmentation.folds`` (default [0]): train on the masked videos of the fold's
 ``train`` patients (paper augmentations on frame + mask, class-balanced draws), select the epoch on
@@ -50,7 +50,7 @@ from lus.report.seg_overlays import pick_frames, save_message, save_overlay_grid
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
 from lus.train.live import replay_histories
-from lus.train.loop import TrainConfig, fit
+from lus.train.loop import TrainConfig, checkpoint_finished, fit
 from stages._cli import run, stage_parser
 
 
@@ -176,7 +176,10 @@ def train_arch(args: argparse.Namespace, name: str, progress: bool) -> dict[str,
         t0 = time.perf_counter()
         train, val = load_seg_frames(args.frames, parts["train"]), load_seg_frames(args.frames, parts["val"])
         fold_dir = out / f"fold_{k}"
-        model, result = train_fold(cfg, arch, base.seed + k, k, train, val, fold_dir, not args.no_resume, progress)
+        # resume only an interrupted run: DVC reruns this stage when anything changed, code included, which a
+        # finished checkpoint's fingerprint (data and params) cannot see, so a finished one trains afresh
+        resume = not args.no_resume and not checkpoint_finished(fold_dir / "checkpoint.pt")
+        model, result = train_fold(cfg, arch, base.seed + k, k, train, val, fold_dir, resume, progress)
         histories[f"fold_{k}"] = result.history
         train_s = time.perf_counter() - t0
         if not dist_env().is_main:

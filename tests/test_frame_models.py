@@ -130,11 +130,11 @@ def _toy(tmp_path):
     return write_toy_shards(tmp_path / "toy", n_patients=N_PATIENTS, videos_per_patient=2, frames_per_video=FPV, size=48)
 
 
-def _train_args(paths, params, folds, out, workers=1, live=""):
+def _train_args(paths, params, folds, out, workers=1, live="", crops=""):
     """The stage's arguments: ``folds`` None = every fold; ``out`` gets one fold_<k> folder per fold."""
     return argparse.Namespace(params=params, fold=folds, frames=str(paths["frames"]), folds=str(paths["folds"]),
-                              manifest=str(paths["manifest"]), out=str(out), live=live, no_resume=False,
-                              no_progress=True, workers=workers)
+                              manifest=str(paths["manifest"]), out=str(out), live=live, crops=crops,
+                              no_resume=False, no_progress=True, workers=workers)
 
 
 def test_train_stage_never_loads_test_patients(tmp_path, monkeypatch):
@@ -220,6 +220,21 @@ def test_short_training_beats_chance_and_predict_stage(tmp_path):
     assert {"localization.marker_in_crop1", "localization.crop1_area", "pooled.a3.accuracy"} <= set(metrics)
     assert len(list((tmp_path / "plots" / "loc").glob("*.png"))) == 4
     assert list(pd.read_csv(tmp_path / "plots" / "confusion.csv").columns) == ["actual", "predicted"]
+
+
+def test_sampling_grid_is_affine_grid():
+    """The augmentation's broadcast grid equals F.affine_grid (bit for bit on the project's machines; a CPU whose
+    matrix product fuses multiply-adds may differ in the last bit, hence the tolerance)."""
+    from torch.nn import functional as F
+
+    from lus.data.augment import sampling_grid
+
+    torch.manual_seed(0)
+    theta = torch.randn(16, 2, 3)
+    for h, w in ((64, 64), (48, 80)):
+        ours, torch_grid = sampling_grid(theta, h, w), F.affine_grid(theta, [16, 1, h, w], align_corners=False)
+        assert ours.shape == torch_grid.shape == (16, h, w, 2)
+        assert torch.allclose(ours, torch_grid, atol=1e-6, rtol=0)
 
 
 def test_augment_identity_and_mask_alignment():

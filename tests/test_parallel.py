@@ -1,9 +1,11 @@
-"""Folds trained in worker processes (lus.parallel): same results as one at a time, errors as in one process."""
+"""Folds trained in worker processes (lus.parallel): same results as one at a time, errors as in one process;
+the per-epoch crop pictures of train_frame."""
 
 from __future__ import annotations
 
 import json
 
+import cv2
 import pandas as pd
 import pytest
 import torch
@@ -62,8 +64,9 @@ def test_train_frame_stage_gives_the_same_files_with_one_or_two_workers(tmp_path
     params = _params(tmp_path, arch="reg_stn", epochs=2, milestones=[1], batch_size=16, input_size=48, crop_size=32,
                      width=0.125, num_threads=1)
     (tmp_path / "one" / "fold_7").mkdir(parents=True)   # a fold that no longer exists: removed by a full run
-    for name, workers in (("one", 1), ("two", 2)):
-        stage.main(_train_args(paths, params, None, tmp_path / name, workers=workers, live=str(tmp_path / f"live_{name}")))
+    for name, workers in (("one", 1), ("two", 2)):   # one process and per-epoch pictures / two, no pictures
+        stage.main(_train_args(paths, params, None, tmp_path / name, workers=workers, live=str(tmp_path / f"live_{name}"),
+                               crops=str(tmp_path / "crops") if name == "one" else ""))
     n_folds = len(json.loads(paths["folds"].read_text())["folds"])
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [f"fold_{k}" for k in range(n_folds)]
     for k in range(n_folds):
@@ -72,6 +75,11 @@ def test_train_frame_stage_gives_the_same_files_with_one_or_two_workers(tmp_path
             assert (one / name).read_text() == (two / name).read_text(), (k, name)
         a, b = (torch.load(d / "model.pt", weights_only=True) for d in (one, two))
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), k
+    # METHODS §1.5 pictures: one per fold and epoch (drawing them changed no weight above)
+    for k in range(n_folds):
+        assert sorted(p.name for p in (tmp_path / "crops" / f"fold_{k}").iterdir()) == ["epoch_001.jpg", "epoch_002.jpg"]
+    grid = cv2.imread(str(tmp_path / "crops" / "fold_0" / "epoch_002.jpg"))
+    assert grid.shape[1] > 2 * 3 * 96 and grid.shape[0] >= 36 + 96   # two columns of [frame | crop 1 | crop 2]
     # one DVCLive log for every fold, written by the parent in fold order: identical too
     for rel in ("metrics.json", "plots/metrics/fold_0/train_loss.tsv", f"plots/metrics/fold_{n_folds - 1}/lr.tsv"):
         assert (tmp_path / "live_one" / rel).read_text() == (tmp_path / "live_two" / rel).read_text(), rel

@@ -274,6 +274,31 @@ def test_weight_ema_averages_floats_and_copies_counters():
     assert ema.state["0.weight"].item() == pytest.approx(0.9 * 2 / 11 + 9 / 11)
 
 
+def test_weight_ema_fused_update_equals_the_per_tensor_formula_and_follows_the_module():
+    """The fused (foreach) update on cached tensors gives bit for bit avg * d + live * (1 - d) per tensor, keeps
+    following the module after in-place updates and load_state_dict, and restarts its cache after loading."""
+    from lus.train.loop import WeightEMA
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    ema = WeightEMA(model, decay=0.9)
+    ref = {k: v.clone() for k, v in ema.state.items()}
+    for step in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))          # in place, as optimisers do
+        if step == 2:
+            model.load_state_dict({k: v + 1 for k, v in model.state_dict().items()})   # in-place copies too
+        d = ema.decay_at(step)
+        ema.update(model)
+        for k, v in model.state_dict().items():
+            ref[k] = ref[k].mul(d).add(v, alpha=1.0 - d) if ref[k].is_floating_point() else v.clone()
+        assert all(torch.equal(ema.state[k], ref[k]) for k in ref), step
+    ema.load_state_dict(ema.state_dict())            # new tensors: the cache is rebuilt, not reused
+    ema.update(model)
+    assert not torch.equal(ema.state["0.weight"], ref["0.weight"])   # it moved towards the live weights
+
+
 def test_warmup_cosine_lr_per_step_in_fit(tmp_path):
     data = Blobs(64, 4)   # 64 items / batch 16 = 4 steps per epoch
     cfg = TrainConfig(**{**CFG.to_dict(), "scheduler": "warmup_cosine", "warmup_epochs": 1.0, "epochs": 3})

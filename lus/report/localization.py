@@ -112,6 +112,30 @@ def crop_panel(frame: np.ndarray, theta1: np.ndarray, theta2: np.ndarray, side: 
     return np.concatenate([tiles[0], sep, tiles[1], sep, tiles[2]], axis=1)
 
 
+def epoch_crop_grid(columns: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]], title: str,
+                    side: int = 96) -> np.ndarray:
+    """METHODS §1.5 picture of one epoch: per column (e.g. ``train``, ``validation``) one row per frame of
+    [frame with boxes | crop 1 | crop 2]; rows are (frame, theta1, theta2, caption). RGB uint8."""
+    import cv2
+
+    def text(img: np.ndarray, s: str, x: int, y: int) -> None:
+        cv2.putText(img, s, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+
+    gap, head, cap = 12, 36, 14
+    width = 3 * side + 8
+    n_rows = max((len(rows) for rows in columns.values()), default=0)
+    grid = np.full((head + n_rows * (side + cap), len(columns) * (width + gap) - gap, 3), 255, dtype=np.uint8)
+    text(grid, title, 2, 14)
+    for c, (name, rows) in enumerate(columns.items()):
+        x0 = c * (width + gap)
+        text(grid, name, x0 + 2, head - 6)
+        for r, (frame, t1, t2, caption) in enumerate(rows):
+            y0 = head + r * (side + cap)
+            text(grid, caption, x0 + 2, y0 + cap - 3)
+            grid[y0 + cap:y0 + cap + side, x0:x0 + width] = crop_panel(frame, t1, t2, side)
+    return grid
+
+
 def write_png(path: str | Path, rgb: np.ndarray) -> None:
     import cv2
 
@@ -119,6 +143,17 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
 
     with atomic_path(path, suffix=".png") as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise ValueError(f"could not write {path}")
+
+
+def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 90) -> None:
+    """JPEG for the many per-epoch sheets (a quarter of the PNG's size; deterministic bytes)."""
+    import cv2
+
+    from lus.io import atomic_path
+
+    with atomic_path(path, suffix=".jpg") as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]):
             raise ValueError(f"could not write {path}")
 
 

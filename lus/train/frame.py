@@ -77,10 +77,14 @@ def make_evaluate_fn(images_u8: torch.Tensor, targets: np.ndarray, batch_size: i
 def train_frame_fold(train_images: torch.Tensor, train_targets: np.ndarray, val_images: torch.Tensor,
                      val_targets: np.ndarray, sec: FrameModelSection, seed: int, out_dir: str | Path,
                      fingerprint: Mapping[str, Any] | None = None, resume: bool = True,
-                     progress: bool = True, log: EpochLog | None = None) -> tuple[nn.Module, FitResult]:
+                     progress: bool = True, log: EpochLog | None = None,
+                     on_validation: Callable[[nn.Module], None] | None = None,
+                     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> tuple[nn.Module, FitResult]:
     """Train one fold; frames are uint8 (N, S, S) at ``sec.input_size``, targets int 0..3 (-1 = unusable).
 
-    ``log``: per-epoch metrics for DVC's tools (:mod:`lus.train.live`)."""
+    ``log``: per-epoch metrics for DVC's tools (:mod:`lus.train.live`). ``on_validation(model)`` runs after
+    each epoch's validation, on the weights validation saw (EMA), in eval mode without gradients; it must not
+    draw random numbers. ``on_epoch_end(epoch, row)`` runs after the epoch's checkpoint (1-based epoch)."""
     torch.manual_seed(seed)
     keep = np.asarray(train_targets) >= 0
     if not keep.any():
@@ -95,7 +99,14 @@ def train_frame_fold(train_images: torch.Tensor, train_targets: np.ndarray, val_
 
     evaluate_fn = None
     if len(val_images) and (np.asarray(val_targets) >= 0).any():
-        evaluate_fn = make_evaluate_fn(val_images, val_targets, sec.eval_batch_size)
+        validate = make_evaluate_fn(val_images, val_targets, sec.eval_batch_size)
+
+        def evaluate_fn(m: nn.Module) -> dict[str, float]:
+            scores = validate(m)
+            if on_validation is not None:
+                on_validation(m)
+            return scores
+
     result = fit(model, data, loss_fn, out_dir, train_config(sec, seed, progress), labels=data.targets.numpy(),
-                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=resume, log=log)
+                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=resume, log=log, on_epoch_end=on_epoch_end)
     return model, result

@@ -331,6 +331,22 @@ class WeightEMA:
         self.decay = decay
         self.steps = 0
         self.state = _clone_state(module)
+        self._pairs: tuple[int, list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def _tensors(self, module: nn.Module):
+        """(averages, live floats, (average, live) integer pairs), built once per module: the live tensors
+        share storage with the module's parameters and buffers, which training updates in place (also
+        ``load_state_dict``), so the lists stay valid and the per-step ``state_dict()`` call is saved."""
+        if self._pairs is None or self._pairs[0] != id(module):
+            avgs, lives, ints = [], [], []
+            for k, v in module.state_dict().items():
+                if self.state[k].is_floating_point():
+                    avgs.append(self.state[k])
+                    lives.append(v.detach())
+                else:
+                    ints.append((self.state[k], v))
+            self._pairs = (id(module), avgs, lives, ints)
+        return self._pairs[1:]
 
     def decay_at(self, step: int) -> float:
         return min(self.decay, (1.0 + step) / (10.0 + step))
@@ -338,12 +354,13 @@ class WeightEMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         d = self.decay_at(self.steps)
-        for k, v in module.state_dict().items():
-            avg = self.state[k]
-            if avg.is_floating_point():
-                avg.mul_(d).add_(v.detach(), alpha=1.0 - d)
-            else:
-                avg.copy_(v)
+        avgs, lives, ints = self._tensors(module)
+        for avg, live in ints:
+            avg.copy_(live)
+        # one fused call per op instead of two per tensor (~200 tensors): the same elementwise arithmetic,
+        # so bit-identical to the per-tensor loop, at a fraction of its Python overhead per training step
+        torch._foreach_mul_(avgs, d)
+        torch._foreach_add_(avgs, lives, alpha=1.0 - d)
         self.steps += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -352,6 +369,7 @@ class WeightEMA:
     def load_state_dict(self, saved: Mapping[str, Any]) -> None:
         self.steps = int(saved["steps"])
         self.state = {k: v.detach().clone() for k, v in saved["state"].items()}
+        self._pairs = None
 
 
 def _evaluate_weights(model: nn.Module, state: Mapping[str, torch.Tensor] | None):
