@@ -4,8 +4,10 @@
         --frames data/predictions/frames.parquet --folds data/splits/folds.json \
         --manifest data/raw/manifest.csv --out models/aggregator [--fold K ...]
 
-Per fold (milliseconds each, so one process runs them in order, reseeded per fold): trains the neutral elements on the fold's training videos (patients in ``train`` + ``val`` of fold K)
-from their out-of-fold frame probabilities, then predicts the fold's test videos with the uninorm
+Per fold (milliseconds each, so one process runs them in order, reseeded per fold): trains the neutral
+elements on the fold's training videos (patients in ``train`` + ``val`` of fold K) from their out-of-fold
+frame probabilities (``aggregator.cross_fit: inner``: from ``--inner-frames``, made by models that never saw
+fold K's test patients, stage train_frame_inner), then predicts the fold's test videos with the uninorm
 and every training-free baseline. Reads only the ``aggregator`` params section and ``base.seed``.
 
 Writes ``<out>/fold_K.json`` (neutral elements, params, loss curve, data summary, provenance),
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold", type=int, action="append", default=None,
                         help="fold id (index into folds.json); repeat for several; default: every fold")
     add_fold_data_args(parser)
+    parser.add_argument("--inner-frames", default="data/predictions/frames_inner.parquet",
+                        help="training videos' probabilities by inner cross-fitting (read when aggregator.cross_fit "
+                             "is inner; stage train_frame_inner)")
     parser.add_argument("--out", default="models/aggregator", help="output folder")
     return parser
 
@@ -76,7 +81,8 @@ def write_not_applicable(args: argparse.Namespace, fold: int, base: BaseSection,
 
 def train_fold(args: argparse.Namespace, fold: int, base: BaseSection, cfg: AggregatorSection) -> None:
     out = Path(args.out)
-    train, test, info = load_fold_data(args.frames, args.folds, args.manifest, fold)
+    inner = args.inner_frames if cfg.cross_fit == "inner" else None
+    train, test, info = load_fold_data(args.frames, args.folds, args.manifest, fold, train_frames_path=inner)
     fit, predictions = run_fold(train, test, cfg, fold, base.seed)
     metrics = fold_metrics(predictions)
     metrics["uninorm_train"] = {"loss": fit.train_loss, "accuracy": fit.train_accuracy,

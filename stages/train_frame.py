@@ -108,7 +108,7 @@ class EpochCropPictures:
 
     A run resumed from a checkpoint draws the epochs it trains (DVC empties the folder before a rerun)."""
 
-    def __init__(self, folder: Path, fold: int, table, parts: dict[str, np.ndarray], seed: int) -> None:
+    def __init__(self, folder: Path, fold: int | str, table, parts: dict[str, np.ndarray], seed: int) -> None:
         self.folder, self.fold = folder, fold
         targets, videos = table.targets, table.video_id_per_row()
         self.rows = {name: rows[pick_frames(targets[rows], videos[rows], 1, seed)] for name, rows in parts.items()}
@@ -133,7 +133,7 @@ class EpochCropPictures:
         self.thetas = None
 
 
-def write_not_applicable(out: Path, fold: int, sec: FrameModelSection, reason: str) -> None:
+def write_not_applicable(out: Path, fold: int | str, sec: FrameModelSection, reason: str) -> None:
     """Outputs that say "no severity to learn" instead of a model (DVC needs every declared output)."""
     for name in ("model.pt", "checkpoint.pt"):
         write_torch(out / name, {})  # an empty state dict: loading it into a model fails loudly
@@ -166,18 +166,29 @@ def main(args: argparse.Namespace) -> None:
 def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict[str, float]]:
     """Train and write ``--out/fold_<fold>``; returns the per-epoch history rows (none if not applicable)."""
     base = load_section(BaseSection, args.params)
-    sec = load_section(FrameModelSection, args.params)
-    seed = base.seed + fold
-    out = Path(args.out) / f"fold_{fold}"
     parts = fold_patients(args.folds, fold)
     if not parts["train"]:
         raise ValueError(f"{args.folds}: fold {fold} has no training patients")
+    crops = Path(args.crops) / f"fold_{fold}" if args.crops else None
+    history, _ = train_on_patients(args, Path(args.out) / f"fold_{fold}", fold, parts["train"], parts["val"],
+                                   base.seed + fold, progress, crops)
+    return history
+
+
+def train_on_patients(args: argparse.Namespace, out: Path, fold: int | str, train_patients: list[str],
+                      val_patients: list[str], seed: int, progress: bool, crops: Path | None = None
+                      ) -> tuple[list[dict[str, float]], torch.nn.Module | None]:
+    """Train one frame model on the frames of ``train_patients`` (epoch chosen on ``val_patients``) and write
+    ``out``; no other patient's frames are loaded. ``fold`` names the run in meta.json and the checkpoint
+    fingerprint (an outer fold id, or e.g. ``pair_0_1`` for stage train_frame_inner). Returns the history rows
+    and the model (none if not applicable). Reads ``--params``, ``--frames``, ``--manifest``, ``--no-resume``."""
+    sec = load_section(FrameModelSection, args.params)
     manifest = read_manifest(args.manifest)
-    wanted = set(parts["train"]) | set(parts["val"])
-    videos = manifest[manifest["patient_id"].astype(str).isin(wanted)]   # test patients are never loaded
+    wanted = set(train_patients) | set(val_patients)
+    videos = manifest[manifest["patient_id"].astype(str).isin(wanted)]   # other patients are never loaded
     t0 = time.perf_counter()
     table = load_frame_table(args.frames, videos, sec.input_size)
-    tr, va = table.rows_of_patients(parts["train"]), table.rows_of_patients(parts["val"])
+    tr, va = table.rows_of_patients(train_patients), table.rows_of_patients(val_patients)
     if len(tr) == 0:
         raise ValueError(f"fold {fold}: no extracted frames for the training patients (check {args.frames})")
     targets = table.targets
@@ -185,32 +196,31 @@ def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict
         if dist_env().is_main:
             write_not_applicable(out, fold, sec, "no frame labels or video severity scores in this "
                                  "data source (e.g. pocus has diagnoses only)")
-        return []
+        return [], None
     load_s = time.perf_counter() - t0
     fingerprint = {"fold": fold, "videos": table.video_ids, "n_frames": len(table),
                    "data_sha1": data_digest(table.images, targets),
-                   "train_patients": parts["train"], "val_patients": parts["val"], "params": sec.to_dict()}
+                   "train_patients": list(train_patients), "val_patients": list(val_patients), "params": sec.to_dict()}
     # Resume only an interrupted run: a finished checkpoint means DVC reruns the stage because something
     # changed (data, params or code), so train afresh.
     resume = not args.no_resume and not checkpoint_finished(out / "checkpoint.pt")
-    if dist_env().is_main:   # the finished-fold files go first: a killed run leaves only its checkpoint
+    if dist_env().is_main:   # the finished-run files go first: a killed run leaves only its checkpoint
         for name in ("model.pt", "meta.json"):
             (out / name).unlink(missing_ok=True)
     t1 = time.perf_counter()
     idx_tr, idx_va = torch.from_numpy(tr), torch.from_numpy(va)
     pictures = None
-    if args.crops and dist_env().is_main:
-        folder = Path(args.crops) / f"fold_{fold}"
-        if not resume and folder.is_dir():
-            shutil.rmtree(folder)   # pictures of an earlier run
-        pictures = EpochCropPictures(folder, fold, table, {"training patients": tr[targets[tr] >= 0],
-                                                           "validation patients": va[targets[va] >= 0]}, seed)
+    if crops is not None and dist_env().is_main:
+        if not resume and crops.is_dir():
+            shutil.rmtree(crops)   # pictures of an earlier run
+        pictures = EpochCropPictures(crops, fold, table, {"training patients": tr[targets[tr] >= 0],
+                                                          "validation patients": va[targets[va] >= 0]}, seed)
     model, result = train_frame_fold(table.images[idx_tr], targets[tr], table.images[idx_va], targets[va], sec, seed,
                                      out, fingerprint=fingerprint, resume=resume, progress=progress,
                                      on_validation=pictures.on_validation if pictures else None,
                                      on_epoch_end=pictures.on_epoch_end if pictures else None)
     if not dist_env().is_main:
-        return result.history
+        return result.history, model
     n_frame_labels = int((table.labels[tr] >= 0).sum())
     label_source = ("frame labels" if n_frame_labels == len(tr) else
                     "weak video labels" if n_frame_labels == 0 else "frame labels, weak video labels where missing")
@@ -231,9 +241,9 @@ def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict
     write_json(out / "meta.json", meta)
     # timings only in the log: meta.json must be identical when the same inputs are trained again
     val = "" if result.best_score is None else f" (val accuracy {result.best_score:.3f})"
-    print(f"train_frame fold {fold}: epoch {result.best_epoch}/{result.epochs_run} selected{val}; "
-          f"data {load_s:.1f} s, training {time.perf_counter() - t1:.1f} s", file=sys.stderr, flush=True)
-    return result.history
+    print(f"train_frame {'fold ' if isinstance(fold, int) else ''}{fold}: epoch {result.best_epoch}/{result.epochs_run} "
+          f"selected{val}; data {load_s:.1f} s, training {time.perf_counter() - t1:.1f} s", file=sys.stderr, flush=True)
+    return result.history, model
 
 
 if __name__ == "__main__":

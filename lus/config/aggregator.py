@@ -44,6 +44,10 @@ class AggregatorSection(Section):
     # init_neutral (then e=0 means max over frames, e=1 min over frames).
     min_fit: str = choice("grid", ("grid", "none"), "how to choose e when tnorm=min")
     min_grid_points: int = bounded(101, 2, 10001, "grid points in [0, 1] for min_fit: grid")
+    # Where the training videos' frame probabilities come from: 'outer' = the pipeline's out-of-fold table
+    # (models of the other folds, which saw this fold's test patients: a second-order leak); 'inner' = the
+    # models of stage train_frame_inner, which saw neither (pairwise cross-fitting, K(K-1)/2 extra models).
+    cross_fit: str = choice("outer", ("outer", "inner"), "source of the training videos' frame probabilities")
 
     def validate(self) -> None:
         if isinstance(self.init_neutral, list) and len(self.init_neutral) != N_CLASSES:

@@ -53,9 +53,12 @@ def read_frame_table(path: Path) -> pd.DataFrame:
     return frames
 
 
-def load_fold_data(frames_path: str | Path, folds_path: str | Path, manifest_path: str | Path, fold: int
-                   ) -> tuple[VideoSet, VideoSet, dict[str, Any]]:
-    """Training and test videos of ``fold`` plus a summary of what was used and left out."""
+def load_fold_data(frames_path: str | Path, folds_path: str | Path, manifest_path: str | Path, fold: int,
+                   train_frames_path: str | Path | None = None) -> tuple[VideoSet, VideoSet, dict[str, Any]]:
+    """Training and test videos of ``fold`` plus a summary of what was used and left out.
+
+    ``train_frames_path``: a table of stage train_frame_inner; its rows with ``fold == fold`` replace the
+    training videos' out-of-fold probabilities (models that never saw this fold's test patients)."""
     folds = load_folds(folds_path)
     spec = fold_partitions(folds, fold, str(folds_path))
     train_p = {str(p) for p in spec.get("train", [])} | {str(p) for p in spec.get("val", [])}
@@ -94,14 +97,17 @@ def load_fold_data(frames_path: str | Path, folds_path: str | Path, manifest_pat
                     fold, int(unlabelled_train.sum()))
     train = allv.subset(is_train & (allv.labels >= 0))
     test = allv.subset(is_test)
+    if train_frames_path is not None:
+        train = _inner_training_videos(train, Path(train_frames_path), fold, scores)
     if len(train) == 0:
         raise ValueError(f"fold {fold}: no labelled training videos (check {folds_path}, {frames_path} and the "
                          "video_score column of the manifest)")
 
     # probabilities of training videos should come from frame models that did not train on them
     video_fold = frames.groupby("video_id")["fold"].agg(lambda s: int(s.iloc[0]) if s.nunique() == 1 else -3)
-    in_sample = [v for v, p in zip(train.video_ids, train.patient_ids)
-                 if int(video_fold.get(v, -1)) >= 0 and int(video_fold[v]) != test_fold.get(p, -1)]
+    in_sample = [] if train_frames_path is not None else [
+        v for v, p in zip(train.video_ids, train.patient_ids)
+        if int(video_fold.get(v, -1)) >= 0 and int(video_fold[v]) != test_fold.get(p, -1)]
     if in_sample:
         log.warning("fold %d: %d training video(s) have frame probabilities from a model that saw their patient "
                     "(fold column != the patient's test fold), e.g. %s", fold, len(in_sample), in_sample[0])
@@ -116,10 +122,30 @@ def load_fold_data(frames_path: str | Path, folds_path: str | Path, manifest_pat
         "n_test_unlabelled": int((test.labels < 0).sum()),
         "n_videos_not_in_manifest": len(not_in_manifest),
         "n_train_videos_in_sample_probabilities": len(in_sample),
+        "train_probabilities": "inner cross-fitting" if train_frames_path is not None else "out-of-fold",
         "patients_without_frames": missing_frames,
         "test_patients": sorted(set(test.patient_ids)),
     }
     return train, test, info
+
+
+def _inner_training_videos(train: VideoSet, path: Path, fold: int, scores: dict[str, int]) -> VideoSet:
+    """``train``'s videos with their probabilities from the inner table's rows of ``fold`` (same videos, order)."""
+    table = read_frame_table(path)
+    rows = table[table["fold"].astype(int) == fold]
+    inner = VideoSet.from_frames(rows, scores) if len(rows) else None
+    have = set(inner.video_ids) if inner is not None else set()
+    missing = [v for v in train.video_ids if v not in have]
+    if missing:
+        raise ValueError(f"{path}: no inner cross-fitting rows (fold {fold}) for training video(s) "
+                         f"{', '.join(missing[:5])}; rerun train_frame_inner (aggregator.cross_fit: inner)")
+    position = {v: i for i, v in enumerate(inner.video_ids)}
+    keep = np.zeros(len(inner), dtype=bool)
+    keep[[position[v] for v in train.video_ids]] = True
+    picked = inner.subset(keep)
+    if picked.video_ids != train.video_ids or picked.patient_ids != train.patient_ids:
+        raise ValueError(f"{path}: fold {fold} rows differ from the out-of-fold table in video order or patients")
+    return picked
 
 
 def load_labelled_videos(frames_path: str | Path, folds_path: str | Path, manifest_path: str | Path) -> VideoSet:
