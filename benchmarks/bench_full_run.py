@@ -122,7 +122,7 @@ def main() -> None:
         "peak_rss_mb": round(after.ru_maxrss / 1024, 0),
         "noop_seconds": [round(x, 2) for x in noop], "status_after": status, "stages": stages,
     }
-    print(f"dvc repro: {wall / 60:.0f} min {wall % 60:.0f} s wall ({wall:.1f} s), user {user:.0f} s, system "
+    print(f"dvc repro: {int(wall // 60)} min {wall % 60:.0f} s wall ({wall:.1f} s), user {user:.0f} s, system "
           f"{system:.0f} s, {summary['cores_busy']:.2f} cores busy on average, peak RSS {summary['peak_rss_mb']:.0f} MB"
           + (f"; install {install_s:.0f} s" if install_s else ""))
     print(f"no-op dvc repro: {' / '.join(f'{x:.2f}' for x in noop)} s; dvc status after: {status or '(empty)'}")

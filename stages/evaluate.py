@@ -81,7 +81,11 @@ def video_group(agg_dir: Path, folds: list[int], plots: Path, manifest: pd.DataF
     per_fold_bars_png(bars, "f1_weighted", "video weighted F1 per test fold", plots / "png" / "video_per_fold_f1.png")
     covid = patient_covid_labels(manifest)
     patient = nest(patient_covid_detection(per_fold, covid, VIDEO_METHODS_PLOTTED)) if covid else {}
-    return {"applicable": 1, **summary, **({"patient_covid": patient} if patient else {})}
+    # which probabilities the uninorm was fitted on (aggregator.cross_fit), as a number: metrics are numeric
+    sources = {read_json(require(agg_dir / f"fold_{k}.json", "train_aggregator")).get("data", {})
+               .get("train_probabilities", "out-of-fold") for k in folds}
+    return {"applicable": 1, "inner_cross_fit": float(sources == {"inner cross-fitting"}), **summary,
+            **({"patient_covid": patient} if patient else {})}
 
 
 def segmentation_group(seg_metrics: Path) -> dict[str, Any]:

@@ -36,6 +36,16 @@ def test_report_follows_the_metrics():
     assert "**Data: covid-blues**" in real and "SYNTHETIC" not in real
 
 
+def test_table2_says_where_the_aggregator_training_probabilities_came_from():
+    from lus.report.tables import table2
+
+    video = _metrics()["video"]
+    outer, inner = table2({**video, "inner_cross_fit": 0.0}), table2({**video, "inner_cross_fit": 1.0})
+    assert "second-order leak" in outer and "inner cross-fitting" not in outer
+    assert "inner cross-fitting" in inner and "second-order leak" not in inner
+    assert "second-order leak" in table2(video)   # metrics from before the flag existed: the default
+
+
 def test_segmentation_not_applicable_is_stated():
     m = _metrics()
     m["segmentation"] = {"applicable": 0.0}

@@ -105,6 +105,15 @@ def table1(frame: Mapping[str, Any]) -> str:
     return _table(["model", *pub.TABLE1_HEADERS], rows) + "\n\n" + note + "".join(f"\n{x}" for x in lines if x)
 
 
+CROSS_FIT_NOTE = (
+    "The uninorm of fold k is fitted on its training videos' out-of-fold frame probabilities, made by the other "
+    "folds' frame models, which trained on fold k's test patients: a second-order leak (README, Limits; "
+    "`aggregator.cross_fit: inner` removes it). ",
+    "The uninorm of fold k is fitted on frame probabilities from inner cross-fitting (`aggregator.cross_fit: "
+    "inner`): models that saw neither the video's patient nor fold k's test patients. ",
+)
+
+
 def table2(video: Mapping[str, Any]) -> str:
     """Video score: uninorm vs baselines, mean ± std over folds (%), ours vs Roy et al. Table 2."""
     if video.get("applicable") == 0:
@@ -129,6 +138,7 @@ def table2(video: Mapping[str, Any]) -> str:
     return _table(headers, rows) + (f"\n\n{int(video.get('n_videos', 0))} test videos over "
                                     f"{int(video.get('n_folds', 0))} patient-wise folds; std is the population std "
                                     "over folds. Published: Roy et al. 2020 Table 2 (ICLUS, 58 videos). "
+                                    + CROSS_FIT_NOTE[int(video.get("inner_cross_fit", 0))]
                                     + (BASELINE_NOTE if base else "")
                                     + ("\n\nWeighted F1 against chance and the probe:" if base else "")
                                     + "".join(f"\n{x}" for x in lines if x))
