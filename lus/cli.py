@@ -156,6 +156,41 @@ def _add_aggregator_seeds(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_aggregator_seeds)
 
 
+def _cmd_external(args: argparse.Namespace) -> None:
+    from lus.config.base import load_section
+    from lus.config.baselines import BaselinesSection
+    from lus.config.extract import ExtractSection
+    from lus.evaluation.external import run_external
+
+    logging.getLogger("lus.external").setLevel(logging.INFO)
+    m = run_external(args.train, args.test, Path(args.shared), load_section(ExtractSection, args.params),
+                     load_section(BaselinesSection, args.params), Path(args.out), Path(args.work),
+                     input_size=args.input_size, max_frames=args.max_frames, cv_folds=args.cv_folds, seed=args.seed,
+                     progress=not args.no_progress)
+    name = f"{args.train.replace('-', '_')}_to_{args.test.replace('-', '_')}"
+    print(f"{args.train} -> {args.test}: patient accuracy {m['patient.accuracy']:.3f} (sensitivity "
+          f"{m['patient.sensitivity']:.3f}, specificity {m['patient.specificity']:.3f}, AUC {m['patient.auc']:.3f}); "
+          f"chance {m['chance.patient_accuracy_majority']:.3f} (larger class) -> {args.out}/{name}.md")
+
+
+def _add_external(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("external", help="cross-dataset COVID-19 detection: train on one real source, score another "
+                                        "zero-shot, per patient (e.g. --train pocus --test covid-blues)")
+    p.add_argument("--train", required=True, choices=["pocus", "covid-blues"], help="training source")
+    p.add_argument("--test", required=True, choices=["pocus", "covid-blues"], help="test source (never fitted on)")
+    p.add_argument("--shared", default="../shared/data", help="folder holding the sources (read in place)")
+    p.add_argument("--params", default="params.yaml", help="params file: extract settings and the baselines "
+                                                           "section's backbone, C grid and iterations")
+    p.add_argument("--out", default="metrics/external", help="output folder for <train>_to_<test>.{json,md,csv}")
+    p.add_argument("--work", default=".cache/external", help="cache of extracted frames and features")
+    p.add_argument("--input-size", type=int, default=112, help="square frame size for the backbone (default 112)")
+    p.add_argument("--max-frames", type=int, default=16, help="frames per video, evenly spread (default 16)")
+    p.add_argument("--cv-folds", type=int, default=5, help="patient-grouped folds to choose C on the training source")
+    p.add_argument("--seed", type=int, default=0, help="seed of those folds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_external)
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from lus.predict.command import run_predict
     from lus.predict.run import MIDDLE, PredictOptions
@@ -218,7 +253,7 @@ def _add_preset_args(sub: argparse._SubParsersAction) -> None:
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_iclus_convert, _add_iclus_table,
                                                                       _add_aggregator_protocols, _add_aggregator_seeds,
-                                                                      _add_predict, _add_preset_args)
+                                                                      _add_external, _add_predict, _add_preset_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
