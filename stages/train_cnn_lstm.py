@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -45,10 +44,10 @@ from lus.io import write_csv, write_json
 from lus.metrics.classification import classification_scores
 from lus.models.backbones import build_backbone
 from lus.models.cnn_lstm import CnnLstmHead, predict_probs
-from lus.parallel import WORKERS_ENV, run_jobs, worker_count
+from lus.parallel import WORKERS_ENV
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
-from lus.train.live import replay_histories
+from lus.train.fold_jobs import run_fold_jobs, selected_folds
 from lus.train.loop import TrainConfig, checkpoint_finished, fit
 from stages._cli import run, stage_parser
 
@@ -89,21 +88,7 @@ class SequenceDataset:
 
 def main(args: argparse.Namespace) -> None:
     cfg = load_section(CnnLstmSection, args.params)
-    all_folds = load_folds(args.folds)
-    folds = sorted(set(args.fold)) if args.fold else list(range(len(all_folds)))
-    for k in folds:
-        fold_partitions(all_folds, k, str(args.folds))   # an unknown fold id fails here, before any work
-    threads = cfg.num_threads or max(1, os.cpu_count() or 1)
-    workers = 1 if dist_env().distributed else worker_count(args.workers, len(folds), threads)
-    if not args.fold:   # the stage owns --out: drop the folders of folds that no longer exist
-        for stale in sorted(Path(args.out).glob("fold_*")):
-            if stale.name not in {f"fold_{k}" for k in folds}:
-                shutil.rmtree(stale)
-    progress = not args.no_progress and workers == 1
-    histories = run_jobs(train_fold, [(args, k, progress) for k in folds], workers, threads,
-                         names=[f"fold {k}" for k in folds])
-    if dist_env().is_main:
-        replay_histories(args.live, {f"fold_{k}": rows for k, rows in zip(folds, histories)})
+    run_fold_jobs(train_fold, args, selected_folds(args.folds, args.fold), cfg.num_threads or max(1, os.cpu_count() or 1))
 
 
 def train_fold(args: argparse.Namespace, k: int, progress: bool) -> list[dict[str, float]]:

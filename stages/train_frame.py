@@ -51,12 +51,12 @@ from lus.data.frame_dataset import load_frame_table
 from lus.data.manifest import read_manifest
 from lus.io import write_json, write_text, write_torch
 from lus.labels import SCORES
-from lus.parallel import WORKERS_ENV, run_jobs, worker_count
+from lus.parallel import WORKERS_ENV
 from lus.report.localization import epoch_crop_grid, pick_frames, write_jpeg
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
 from lus.train.frame import predict, train_frame_fold
-from lus.train.live import replay_histories
+from lus.train.fold_jobs import run_fold_jobs, selected_folds
 from lus.train.loop import checkpoint_finished
 from stages._cli import run, stage_parser
 
@@ -146,21 +146,7 @@ def write_not_applicable(out: Path, fold: int | str, sec: FrameModelSection, rea
 
 def main(args: argparse.Namespace) -> None:
     sec = load_section(FrameModelSection, args.params)
-    n_folds = len(load_folds(args.folds))
-    folds = sorted(set(args.fold)) if args.fold else list(range(n_folds))
-    for k in folds:
-        fold_patients(args.folds, k)   # an unknown fold id fails here, before any work
-    threads = thread_count(sec.num_threads)
-    workers = 1 if dist_env().distributed else worker_count(args.workers, len(folds), threads)
-    if not args.fold:   # the stage owns --out: drop the folders of folds that no longer exist
-        for stale in sorted(Path(args.out).glob("fold_*")):
-            if stale.name not in {f"fold_{k}" for k in folds}:
-                shutil.rmtree(stale)
-    progress = not args.no_progress and workers == 1
-    histories = run_jobs(train_fold, [(args, k, progress) for k in folds], workers, threads,
-                         names=[f"fold {k}" for k in folds])
-    if dist_env().is_main:
-        replay_histories(args.live, {f"fold_{k}": rows for k, rows in zip(folds, histories)})
+    run_fold_jobs(train_fold, args, selected_folds(args.folds, args.fold), thread_count(sec.num_threads))
 
 
 def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict[str, float]]:
