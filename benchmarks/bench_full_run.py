@@ -6,6 +6,7 @@ Usage (venv active, from the project root; nothing else should run on the machin
     python benchmarks/bench_full_run.py --rev e49aa97      # the same for another commit (a "before" figure)
     python benchmarks/bench_full_run.py --venv .venv       # reuse this venv instead of scripts/install.sh
     python benchmarks/bench_full_run.py --json out.json    # also write the figures as JSON
+    python benchmarks/bench_full_run.py --preset presets/pocus.yaml   # a real-data preset (needs ../shared)
 
 Cores busy = CPU seconds (user + system) of the whole machine over wall seconds, read from /proc/stat at
 every stage start, so a stage's figure counts everything that ran during it (keep the machine idle).
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--venv", default="", help="existing venv to use instead of running scripts/install.sh")
     parser.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
+    parser.add_argument("--preset", default="", help="apply this preset to the clone's params.yaml first")
     args = parser.parse_args()
 
     repo = Path(args.repo).resolve()
@@ -90,6 +92,9 @@ def main() -> None:
         venv = clone / ".venv"
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
     env["VIRTUAL_ENV"] = str(venv)
+    if args.preset:   # the clone's own preset code and file, as a user of that commit would apply it
+        subprocess.run([str(venv / "bin" / "python"), "-c", "from lus.config.presets import apply_preset; "
+                        f"apply_preset('params.yaml', {args.preset!r})"], cwd=clone, env=env, check=True)
     load = os.getloadavg()[0]
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, load average {load:.2f} before the run; "
           f"commit {rev}; clone {clone}")
@@ -115,7 +120,7 @@ def main() -> None:
         groups[s["stage"].split("@")[0]] = groups.get(s["stage"].split("@")[0], 0.0) + s["seconds"]
     print("per stage kind: " + ", ".join(f"{k} {v:.0f} s" for k, v in groups.items()))
     summary = {
-        "commit": rev, "machine": platform.platform(), "cpus": os.cpu_count(), "load_before": round(load, 2),
+        "commit": rev, "preset": args.preset, "machine": platform.platform(), "cpus": os.cpu_count(), "load_before": round(load, 2),
         "install_seconds": round(install_s, 1), "repro_seconds": round(wall, 1),
         "user_seconds": round(user, 1), "system_seconds": round(system, 1),
         "cores_busy": round((user + system) / wall, 2),
