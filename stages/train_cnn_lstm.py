@@ -44,7 +44,7 @@ from lus.io import write_csv, write_json
 from lus.metrics.classification import classification_scores
 from lus.models.backbones import build_backbone
 from lus.models.cnn_lstm import CnnLstmHead, predict_probs
-from lus.parallel import WORKERS_ENV
+from lus.parallel import WORKERS_ENV, run_jobs, worker_count
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
 from lus.train.fold_jobs import run_fold_jobs, selected_folds
@@ -88,7 +88,48 @@ class SequenceDataset:
 
 def main(args: argparse.Namespace) -> None:
     cfg = load_section(CnnLstmSection, args.params)
-    run_fold_jobs(train_fold, args, selected_folds(args.folds, args.fold), cfg.num_threads or max(1, os.cpu_count() or 1))
+    folds = selected_folds(args.folds, args.fold)
+    threads = cfg.num_threads or max(1, os.cpu_count() or 1)
+    workers = 1 if dist_env().distributed else worker_count(args.workers, len(folds), threads)
+    if workers > 1 and cfg.backbone != "frame_model" and cfg.weights != "none":
+        warm_feature_cache(args, cfg, workers, threads)
+    run_fold_jobs(train_fold, args, folds, threads)
+
+
+def labelled_videos(args: argparse.Namespace, cfg: CnnLstmSection) -> tuple[pd.DataFrame, str, list[str]]:
+    """The extracted videos with a target (column ``y``), in video-id order; the target column and classes."""
+    index_path = Path(args.frames) / "index.csv"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"frame index not found: {index_path} (run: dvc repro extract_frames)")
+    index = pd.read_csv(index_path, dtype={"video_id": str})
+    manifest = read_manifest(args.manifest)
+    videos = manifest[manifest["video_id"].isin(set(index["video_id"]))].sort_values("video_id").reset_index(drop=True)
+    column, classes, y_all = resolve_target(videos, cfg.target)
+    videos["y"] = y_all.to_numpy()
+    return videos[videos["y"] >= 0].reset_index(drop=True), column, classes
+
+
+def warm_feature_cache(args: argparse.Namespace, cfg: CnnLstmSection, workers: int, threads: int) -> None:
+    """A backbone shared by every fold (fixed ImageNet or file weights): its features of every labelled video,
+    computed once, the videos split over the workers, before the folds start. Without this the first folds would
+    compute the same features side by side. Each video is computed exactly as a fold would (same backbone, batch
+    and thread count), so the folds read the same bytes either way."""
+    ids = labelled_videos(args, cfg)[0]["video_id"].tolist()
+    chunks = [ids[i::workers] for i in range(workers) if ids[i::workers]]
+    t0 = time.perf_counter()
+    computed = run_jobs(cache_features, [(args, chunk) for chunk in chunks], len(chunks), threads,
+                        names=[f"features {i}" for i in range(len(chunks))])
+    print(f"train_cnn_lstm: {cfg.backbone} features of {len(ids)} videos ({sum(computed)} computed, the rest cached) "
+          f"in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def cache_features(args: argparse.Namespace, video_ids: list[str]) -> int:
+    """Put the features of ``video_ids`` into the cache; returns how many were computed."""
+    cfg = load_section(CnnLstmSection, args.params)
+    backbone = build_backbone(cfg.backbone, cfg.weights, cfg.input_size).to(resolve_device(cfg.device))
+    cache = FeatureCache(args.cache, backbone.key, {"what": "frozen per-frame features", **backbone.key_info})
+    sequence_features(video_ids, args.frames, cfg.seq_len, lambda f: backbone.features(f, cfg.feature_batch), cache)
+    return cache.misses
 
 
 def train_fold(args: argparse.Namespace, k: int, progress: bool) -> list[dict[str, float]]:
@@ -100,17 +141,9 @@ def train_fold(args: argparse.Namespace, k: int, progress: bool) -> list[dict[st
     out = Path(args.out) / f"fold_{k}"
     frame_model = Path(args.frame_models) / f"fold_{k}"
     parts = fold_partitions(load_folds(args.folds), k, str(args.folds))
-    index = pd.read_csv(Path(args.frames) / "index.csv", dtype={"video_id": str}) \
-        if (Path(args.frames) / "index.csv").is_file() else None
-    if index is None:
-        raise FileNotFoundError(f"frame index not found: {Path(args.frames) / 'index.csv'} (run: dvc repro extract_frames)")
-    manifest = read_manifest(args.manifest)
-    videos = manifest[manifest["video_id"].isin(set(index["video_id"]))].sort_values("video_id").reset_index(drop=True)
-    column, classes, y_all = resolve_target(videos, cfg.target)
+    videos, column, classes = labelled_videos(args, cfg)
     part_of = {p: part for part, ids in parts.items() for p in ids}
     videos["part"] = videos["patient_id"].astype(str).map(part_of).fillna("")
-    videos["y"] = y_all.to_numpy()
-    videos = videos[videos["y"] >= 0].reset_index(drop=True)
     if not (videos["part"] == "train").any() or not (videos["part"] == "test").any():
         raise ValueError(f"cnn_lstm fold {k}: no labelled ({column}) videos among its train or test patients")
 

@@ -146,7 +146,14 @@ def write_not_applicable(out: Path, fold: int | str, sec: FrameModelSection, rea
 
 def main(args: argparse.Namespace) -> None:
     sec = load_section(FrameModelSection, args.params)
-    run_fold_jobs(train_fold, args, selected_folds(args.folds, args.fold), thread_count(sec.num_threads))
+    folds = selected_folds(args.folds, args.fold)
+    if args.crops:   # a declared output, even when no fold draws (e.g. a source without severity labels)
+        crops = Path(args.crops)
+        crops.mkdir(parents=True, exist_ok=True)
+        for stale in [] if args.fold else sorted(crops.glob("fold_*")):
+            if stale.name not in {f"fold_{k}" for k in folds}:
+                shutil.rmtree(stale)
+    run_fold_jobs(train_fold, args, folds, thread_count(sec.num_threads))
 
 
 def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict[str, float]]:
@@ -182,6 +189,8 @@ def train_on_patients(args: argparse.Namespace, out: Path, fold: int | str, trai
         if dist_env().is_main:
             write_not_applicable(out, fold, sec, "no frame labels or video severity scores in this "
                                  "data source (e.g. pocus has diagnoses only)")
+            if crops is not None and crops.is_dir():
+                shutil.rmtree(crops)   # pictures of an earlier run on other data
         return [], None
     load_s = time.perf_counter() - t0
     fingerprint = {"fold": fold, "videos": table.video_ids, "n_frames": len(table),

@@ -324,3 +324,31 @@ def test_target_falls_back_to_video_score(tmp_path):
     man["diagnosis"] = [DIAG[i % 3] for i in range(len(man))]
     assert resolve_target(man, "auto")[0] == "diagnosis"
     assert resolve_target(man, "video_score")[0] == "video_score"
+
+
+def test_shared_backbone_features_are_cached_before_the_folds_with_the_same_results(tmp_path, capsys):
+    """An ImageNet backbone is the same in every fold: with two workers the stage computes each video's features
+    once (split over the workers) before the folds start, and every fold ends as with one worker and no warm-up."""
+    import stages.train_cnn_lstm as st
+
+    paths = write_video_dataset(tmp_path)
+    params = write_params(tmp_path / "params.yaml", backbone="mobilenet_v2", weights="imagenet", input_size=32,
+                          epochs=3)
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        st.main(st.build_parser().parse_args([
+            "--params", str(params), "--frames", str(paths["frames"]), "--folds", str(paths["folds"]),
+            "--manifest", str(paths["manifest"]), "--cache", str(out / "cache"), "--out", str(out / "models"),
+            "--workers", str(workers), "--no-progress"]))
+        runs[workers] = out
+    log = capsys.readouterr().out
+    assert "mobilenet_v2 features of 24 videos (24 computed, the rest cached)" in log   # the two-worker run only
+    assert log.count("features of 24 videos") == 1
+    for k in range(3):
+        one, two = (runs[w] / "models" / f"fold_{k}" for w in (1, 2))
+        assert (one / "predictions.csv").read_text() == (two / "predictions.csv").read_text(), k
+        a, b = (torch.load(d / "model.pt", weights_only=True) for d in (one, two))
+        assert all(torch.equal(a[key], b[key]) for key in a), k
+    cached = [p for p in (runs[2] / "cache").rglob("*.npz")]
+    assert len(cached) == 24                                   # one entry per video, written once

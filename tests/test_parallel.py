@@ -97,3 +97,29 @@ def test_train_frame_stage_error_in_a_worker_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="fold 9 is out of range"):
         stage.main(_train_args(paths, params, [0, 9], tmp_path / "m", workers=2))
     assert not (tmp_path / "m").exists()   # checked before any work
+
+
+def test_train_frame_without_severity_labels_writes_its_declared_outputs(tmp_path):
+    """A source without severity (POCUS): every fold says applicable 0, and the crop-sheet folder and the DVCLive
+    log still exist (DVC fails a stage whose declared output is missing)."""
+    import numpy as np
+
+    import stages.train_frame as stage
+
+    paths = _toy(tmp_path)
+    manifest = pd.read_csv(paths["manifest"])
+    manifest["video_score"] = np.nan
+    manifest.to_csv(paths["manifest"], index=False)
+    for shard in paths["frames"].glob("*.npz"):
+        with np.load(shard) as z:
+            arrays = {k: z[k] for k in z.files if k != "labels"}
+        np.savez(shard, **arrays)
+    params = _params(tmp_path, arch="cnn", epochs=1, batch_size=16, input_size=48, crop_size=32, width=0.125)
+    (tmp_path / "crops" / "fold_0").mkdir(parents=True)      # sheets of an earlier run on labelled data
+    stage.main(_train_args(paths, params, None, tmp_path / "m", workers=2, live=str(tmp_path / "live"),
+                           crops=str(tmp_path / "crops")))
+    n_folds = len(json.loads(paths["folds"].read_text())["folds"])
+    for k in range(n_folds):
+        assert json.loads((tmp_path / "m" / f"fold_{k}" / "meta.json").read_text())["applicable"] == 0
+    assert (tmp_path / "crops").is_dir() and list((tmp_path / "crops").iterdir()) == []
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {}
