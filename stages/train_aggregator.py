@@ -65,22 +65,26 @@ def main(args: argparse.Namespace) -> None:
             if stale.name not in keep:
                 stale.unlink()
     applicable = len(read_frame_table(Path(args.frames))) > 0   # else predict_frames wrote applicable: 0
-    for k in folds:
+    results = []
+    for k in folds:   # every fold first, then the files: a failing fold leaves none of this run's files
         seed_everything(base.seed)   # each fold as if alone: its numbers do not depend on the others
-        (train_fold if applicable else write_not_applicable)(args, k, base, cfg)
+        results.append((train_fold if applicable else not_applicable)(args, k, base, cfg))
+    for k, (predictions, metrics, model) in zip(folds, results):
+        write_csv(out / f"fold_{k}_predictions.csv", predictions)
+        write_json(out / f"fold_{k}_metrics.json", metrics)
+        write_json(out / f"fold_{k}.json", model)
 
 
-def write_not_applicable(args: argparse.Namespace, fold: int, base: BaseSection, cfg: AggregatorSection) -> None:
-    out = Path(args.out)
-    write_json(out / f"fold_{fold}_metrics.json", {"applicable": 0})
-    write_csv(out / f"fold_{fold}_predictions.csv", pd.DataFrame(columns=["video_id", "label"]))
-    write_json(out / f"fold_{fold}.json", {"fold": fold, "applicable": 0,
-                                           "reason": f"{args.frames} has no frame predictions"})
+def not_applicable(args: argparse.Namespace, fold: int, base: BaseSection, cfg: AggregatorSection
+                   ) -> tuple[pd.DataFrame, dict, dict]:
     log.info("fold %d: not applicable (no frame predictions: no severity labels in this data source)", fold)
+    return (pd.DataFrame(columns=["video_id", "label"]), {"applicable": 0},
+            {"fold": fold, "applicable": 0, "reason": f"{args.frames} has no frame predictions"})
 
 
-def train_fold(args: argparse.Namespace, fold: int, base: BaseSection, cfg: AggregatorSection) -> None:
-    out = Path(args.out)
+def train_fold(args: argparse.Namespace, fold: int, base: BaseSection, cfg: AggregatorSection
+               ) -> tuple[pd.DataFrame, dict, dict]:
+    """Fit and predict one fold; returns its predictions table, metrics and model document."""
     inner = args.inner_frames if cfg.cross_fit == "inner" else None
     train, test, info = load_fold_data(args.frames, args.folds, args.manifest, fold, train_frames_path=inner)
     fit, predictions = run_fold(train, test, cfg, fold, base.seed)
@@ -98,11 +102,9 @@ def train_fold(args: argparse.Namespace, fold: int, base: BaseSection, cfg: Aggr
         "data": {**info, "frames": str(args.frames), "folds": str(args.folds), "manifest": str(args.manifest)},
         "provenance": provenance(base.seed),
     }
-    write_csv(out / f"fold_{fold}_predictions.csv", predictions)
-    write_json(out / f"fold_{fold}_metrics.json", metrics)
-    write_json(out / f"fold_{fold}.json", model)
     log.info("fold %d: e = %s, %d train / %d test videos", fold,
              ", ".join(f"{v:.3f}" for v in fit.neutral), len(train), len(test))
+    return predictions, metrics, model
 
 
 if __name__ == "__main__":

@@ -147,13 +147,13 @@ def write_not_applicable(out: Path, fold: int | str, sec: FrameModelSection, rea
 def main(args: argparse.Namespace) -> None:
     sec = load_section(FrameModelSection, args.params)
     folds = selected_folds(args.folds, args.fold)
-    if args.crops:   # a declared output, even when no fold draws (e.g. a source without severity labels)
+    run_fold_jobs(train_fold, args, folds, thread_count(sec.num_threads))
+    if args.crops:   # a declared output, even when no fold drew (e.g. a source without severity labels)
         crops = Path(args.crops)
         crops.mkdir(parents=True, exist_ok=True)
         for stale in [] if args.fold else sorted(crops.glob("fold_*")):
             if stale.name not in {f"fold_{k}" for k in folds}:
                 shutil.rmtree(stale)
-    run_fold_jobs(train_fold, args, folds, thread_count(sec.num_threads))
 
 
 def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict[str, float]]:

@@ -339,6 +339,42 @@ def test_train_aggregator_refuses_bad_table_or_params(case, tmp_path, monkeypatc
         assert (paths["out"] / "fold_0.json").is_file()
 
 
+def test_train_aggregator_inner_cross_fit_without_inner_rows_writes_nothing(tmp_path, monkeypatch, capsys):
+    """cross_fit: inner with an empty train_frame_inner table: one line naming the missing videos, no fold file
+    written (the stage fits every fold before it writes any)."""
+    paths = _aggregator_inputs(tmp_path)
+    inner = tmp_path / "inner.parquet"
+    pd.read_parquet(paths["frames"]).iloc[:0].to_parquet(inner, index=False)
+    params = params_file(tmp_path, aggregator={"epochs": 3, "cross_fit": "inner"})
+    argv = ["--params", str(params), "--frames", str(paths["frames"]), "--folds", str(paths["folds"]),
+            "--manifest", str(paths["manifest"]), "--inner-frames", str(inner), "--out", str(paths["out"])]
+    code, err = run_stage("train_aggregator", argv, monkeypatch, capsys)
+    assert_failed(code, err, "inner.parquet: no inner cross-fitting rows (fold 0) for training video(s)",
+                  "rerun train_frame_inner")
+    assert not paths["out"].exists() or not list(paths["out"].iterdir())
+
+
+@pytest.mark.parametrize("stage", ["train_frame", "train_cnn_lstm", "train_segmentation"])
+def test_training_stages_refuse_a_bad_worker_count_or_fold(stage, tmp_path, monkeypatch, capsys):
+    """Checked before any data is read: a negative --workers, a malformed $LUS_WORKERS, an unknown --fold."""
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"folds": [{"train": ["a"], "val": [], "test": ["b"]},
+                                           {"train": ["b"], "val": [], "test": ["a"]}]}))
+    params = params_file(tmp_path, frame_model={}, cnn_lstm={}, segmentation={})
+    base = ["--params", str(params), "--folds", str(folds), "--frames", str(tmp_path / "none"),
+            "--out", str(tmp_path / "out")]
+    code, err = run_stage(stage, [*base, "--workers", "-1"], monkeypatch, capsys)
+    assert_failed(code, err, "--workers must be >= 0 (0 = one per core), got -1")
+    monkeypatch.setenv("LUS_WORKERS", "two")
+    code, err = run_stage(stage, base, monkeypatch, capsys)
+    assert_failed(code, err, "$LUS_WORKERS must be a whole number >= 0, got 'two'")
+    monkeypatch.delenv("LUS_WORKERS")
+    if stage != "train_segmentation":   # segmentation selects folds by params (segmentation.folds)
+        code, err = run_stage(stage, [*base, "--fold", "9"], monkeypatch, capsys)
+        assert_failed(code, err, "folds.json: fold 9 is out of range (folds 0..1)")
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------------- entry point
 def test_entry_point_subprocess(tmp_path):
     """`python -m stages.train_aggregator` itself: one error line on stderr, exit code 1, nothing written."""
