@@ -3,7 +3,7 @@
     python -m stages.segmentation_ensemble --params params.yaml --models models/segmentation \
         --out models/segmentation_ensemble --plots plots/segmentation/ensemble
 
-Runs after every train_segmentation@arch (its dependency is the parent folder ``models/segmentation``).
+Runs after train_segmentation (its dependency is the parent folder ``models/segmentation``).
 Averages the stored test softmax outputs of the architectures in ``segmentation.archs``, multiplies
 by ``segmentation.boost`` and takes the argmax (a pixel whose plain argmax is score 3 stays score 3).
 

@@ -126,7 +126,7 @@ def export_aggregator(agg_dir: Path, folds: Sequence[int], out: Path) -> dict[st
 
 def export_segmentation(seg_dir: Path, archs: Sequence[str], boost: Sequence[float], out: Path) -> dict[str, Any]:
     """Every architecture's fold models (when trained on masks) plus how to rebuild and ensemble them."""
-    metas = {a: read_json(_require(seg_dir / a / "meta.json", f"train_segmentation@{a}")) for a in archs}
+    metas = {a: read_json(_require(seg_dir / a / "meta.json", "train_segmentation")) for a in archs}
     used = [a for a in archs if metas[a].get("applicable", 0)]
     if not used:
         reason = next((m.get("reason") for m in metas.values() if m.get("reason")), "no segmentation models")
@@ -139,7 +139,7 @@ def export_segmentation(seg_dir: Path, archs: Sequence[str], boost: Sequence[flo
             raise ValueError(f"{seg_dir / arch / 'meta.json'}: encoder settings {b} differ from {used[0]}'s {build}")
         folds[arch] = [int(k) for k in metas[arch]["folds"]]
         for k in folds[arch]:
-            state = load_state(_require(seg_dir / arch / f"fold_{k}" / "model.pt", f"train_segmentation@{arch}"))
+            state = load_state(_require(seg_dir / arch / f"fold_{k}" / "model.pt", "train_segmentation"))
             build_segmentation_net(arch, build).load_state_dict(state)
             write_torch(out / segmentation_file(arch, k), state)
     return {
