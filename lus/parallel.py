@@ -16,7 +16,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import argparse
 
 T = TypeVar("T")
 
@@ -36,6 +39,12 @@ def worker_count(requested: int, n_jobs: int, threads_per_job: int = 1) -> int:
     if requested == 0:
         requested = max(1, (os.cpu_count() or 1) // max(1, threads_per_job))
     return max(1, min(requested, n_jobs))
+
+
+def add_workers_arg(parser: "argparse.ArgumentParser", what: str) -> None:
+    """The stages' ``--workers`` option (``what``: e.g. "folds"); see :func:`worker_count`."""
+    parser.add_argument("--workers", type=int, default=0, help=f"{what} trained at once (0 = ${WORKERS_ENV}, else "
+                                                              "one per core); results do not depend on it")
 
 
 def _init_worker(threads: int) -> None:

@@ -30,11 +30,11 @@ from lus.config.aggregator import AggregatorSection
 from lus.config.base import load_section
 from lus.config.data import BaseSection
 from lus.data.aggregator_inputs import add_fold_data_args, load_fold_data, read_frame_table
-from lus.data.folds import load_folds
 from lus.io import write_csv, write_json
 from lus.metrics.video import fold_metrics
 from lus.runtime import provenance, seed_everything
 from lus.train.aggregator import run_fold
+from lus.train.fold_jobs import remove_stale, selected_folds
 from stages._cli import run, stage_parser
 
 log = logging.getLogger("stages.train_aggregator")
@@ -56,14 +56,11 @@ def main(args: argparse.Namespace) -> None:
     base = load_section(BaseSection, args.params)
     cfg = load_section(AggregatorSection, args.params)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    n_folds = len(load_folds(args.folds))
-    folds = sorted(set(args.fold)) if args.fold else list(range(n_folds))
+    folds = selected_folds(args.folds, args.fold)
     out = Path(args.out)
     if not args.fold:   # the stage owns --out: drop the files of folds that no longer exist
-        keep = {f"fold_{k}{end}" for k in folds for end in (".json", "_predictions.csv", "_metrics.json")}
-        for stale in sorted(out.glob("fold_*")):
-            if stale.name not in keep:
-                stale.unlink()
+        remove_stale(out, "fold_*", {f"fold_{k}{end}" for k in folds for end in (".json", "_predictions.csv",
+                                                                                  "_metrics.json")})
     applicable = len(read_frame_table(Path(args.frames))) > 0   # else predict_frames wrote applicable: 0
     results = []
     for k in folds:   # every fold first, then the files: a failing fold leaves none of this run's files

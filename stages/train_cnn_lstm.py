@@ -44,7 +44,7 @@ from lus.io import write_csv, write_json
 from lus.metrics.classification import classification_scores
 from lus.models.backbones import build_backbone
 from lus.models.cnn_lstm import CnnLstmHead, predict_probs
-from lus.parallel import WORKERS_ENV, run_jobs, worker_count
+from lus.parallel import add_workers_arg, run_jobs, worker_count
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
 from lus.train.fold_jobs import run_fold_jobs, selected_folds
@@ -66,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="models/cnn_lstm", help="output folder (one fold_<k> folder per fold)")
     parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every fold (names "
                                                    "fold_<k>/...), e.g. dvclive/cnn_lstm; none if empty")
-    parser.add_argument("--workers", type=int, default=0,
-                        help=f"folds trained at once (0 = ${WORKERS_ENV}, else one per core); results do not depend on it")
+    add_workers_arg(parser, "folds")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser

@@ -51,12 +51,12 @@ from lus.data.frame_dataset import load_frame_table
 from lus.data.manifest import read_manifest
 from lus.io import write_json, write_text, write_torch
 from lus.labels import SCORES
-from lus.parallel import WORKERS_ENV
+from lus.parallel import add_workers_arg
 from lus.report.localization import epoch_crop_grid, pick_frames, write_jpeg
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
 from lus.train.frame import predict, train_frame_fold
-from lus.train.fold_jobs import run_fold_jobs, selected_folds
+from lus.train.fold_jobs import remove_stale, run_fold_jobs, selected_folds
 from lus.train.loop import checkpoint_finished
 from stages._cli import run, stage_parser
 
@@ -77,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crops", default="", help="folder for the per-epoch [frame | crop 1 | crop 2] pictures "
                                                     "(METHODS §1.5; fold_<k>/epoch_<n>.jpg), e.g. plots/frame/crops; "
                                                     "none if empty")
-    parser.add_argument("--workers", type=int, default=0,
-                        help=f"folds trained at once (0 = ${WORKERS_ENV}, else one per core); results do not depend on it")
+    add_workers_arg(parser, "folds")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -151,9 +150,8 @@ def main(args: argparse.Namespace) -> None:
     if args.crops:   # a declared output, even when no fold drew (e.g. a source without severity labels)
         crops = Path(args.crops)
         crops.mkdir(parents=True, exist_ok=True)
-        for stale in [] if args.fold else sorted(crops.glob("fold_*")):
-            if stale.name not in {f"fold_{k}" for k in folds}:
-                shutil.rmtree(stale)
+        if not args.fold:
+            remove_stale(crops, "fold_*", {f"fold_{k}" for k in folds})
 
 
 def train_fold(args: argparse.Namespace, fold: int, progress: bool) -> list[dict[str, float]]:

@@ -43,8 +43,9 @@ from lus.data.frame_dataset import load_frame_table
 from lus.data.manifest import read_manifest
 from lus.io import write_parquet
 from lus.labels import PROB_COLUMNS
-from lus.parallel import WORKERS_ENV, run_jobs, worker_count
+from lus.parallel import add_workers_arg, run_jobs, worker_count
 from lus.train.distributed import dist_env
+from lus.train.fold_jobs import remove_stale
 from lus.train.frame import predict
 from stages._cli import run, stage_parser
 from stages.train_frame import thread_count, train_on_patients
@@ -58,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="models/frame_inner", help="output folder (one pair_<a>_<b> folder per pair)")
     parser.add_argument("--predictions", default="data/predictions/frames_inner.parquet",
                         help="frame probabilities of every outer fold's training videos (Parquet)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help=f"models trained at once (0 = ${WORKERS_ENV}, else one per core); results do not depend on it")
+    add_workers_arg(parser, "models")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -118,9 +118,7 @@ def main(args: argparse.Namespace) -> None:
         return
     n_folds = len(load_folds(args.folds))
     pairs = [(a, b) for a in range(n_folds) for b in range(a + 1, n_folds)]
-    for stale in sorted(out.glob("pair_*")) if out.is_dir() else []:
-        if stale.name not in {f"pair_{a}_{b}" for a, b in pairs}:
-            shutil.rmtree(stale)
+    remove_stale(out, "pair_*", {f"pair_{a}_{b}" for a, b in pairs})
     threads = thread_count(sec.num_threads)
     workers = 1 if dist_env().distributed else worker_count(args.workers, len(pairs), threads)
     t0 = time.perf_counter()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -45,10 +44,11 @@ from lus.data.seg_dataset import (
 from lus.io import write_json, write_npz
 from lus.metrics.segmentation import fold_summary, quantise_probs, segmentation_scores
 from lus.models.segmentation import build_segmentation_model, canonical_arch, predict_probs
-from lus.parallel import WORKERS_ENV, run_jobs, worker_count
+from lus.parallel import add_workers_arg, run_jobs, worker_count
 from lus.report.seg_overlays import pick_frames, save_message, save_overlay_grid
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
+from lus.train.fold_jobs import remove_stale
 from lus.train.live import replay_histories
 from lus.train.loop import TrainConfig, checkpoint_finished, fit
 from stages._cli import run, stage_parser
@@ -66,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every architecture and "
                                                    "fold (names <arch>/fold_<k>/...), e.g. dvclive/segmentation; "
                                                    "none if empty")
-    parser.add_argument("--workers", type=int, default=0, help=f"architectures trained at once (0 = ${WORKERS_ENV}, "
-                                                              "else one per core); results do not depend on it")
+    add_workers_arg(parser, "architectures")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -138,9 +137,8 @@ def main(args: argparse.Namespace) -> None:
     threads = cfg.num_threads or max(1, os.cpu_count() or 1)
     workers = 1 if dist_env().distributed else worker_count(args.workers, len(names), threads)
     if not args.arch:   # the stage owns --out and --plots: drop architectures no longer in the list
-        for folder in (Path(args.out), Path(args.plots)):
-            for stale in sorted(p for p in folder.glob("*") if p.is_dir() and p.name not in names):
-                shutil.rmtree(stale)
+        for folder in (args.out, args.plots):
+            remove_stale(folder, "*/", set(names))
     progress = not args.no_progress and workers == 1
     histories = run_jobs(train_arch, [(args, name, progress) for name in names], workers, threads, names=names)
     if dist_env().is_main:

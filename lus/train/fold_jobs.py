@@ -21,6 +21,14 @@ from lus.train.live import replay_histories
 FoldJob = Callable[[argparse.Namespace, int, bool], list[dict[str, Any]]]
 
 
+def remove_stale(folder: str | Path, pattern: str, keep: set[str]) -> None:
+    """Delete the entries of ``folder`` matching ``pattern`` whose names are not in ``keep`` (files or folders):
+    a stage that owns a persisted output folder drops what its current folds or architectures no longer write."""
+    for path in sorted(Path(folder).glob(pattern)):
+        if path.name not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def selected_folds(folds_path: str | Path, requested: Sequence[int] | None) -> list[int]:
     """``requested`` fold ids (sorted, unique), default every fold of the file; an unknown id fails here."""
     folds = load_folds(folds_path)
@@ -36,9 +44,7 @@ def run_fold_jobs(job: FoldJob, args: argparse.Namespace, folds: list[int], thre
     i.e. without ``args.fold``), ``args.live`` and ``args.no_progress``."""
     workers = 1 if dist_env().distributed else worker_count(args.workers, len(folds), threads)
     if not args.fold:   # the stage owns --out: drop the folders of folds that no longer exist
-        for stale in sorted(Path(args.out).glob("fold_*")):
-            if stale.name not in {f"fold_{k}" for k in folds}:
-                shutil.rmtree(stale)
+        remove_stale(args.out, "fold_*", {f"fold_{k}" for k in folds})
     progress = not args.no_progress and workers == 1
     histories = run_jobs(job, [(args, k, progress) for k in folds], workers, threads,
                          names=[f"fold {k}" for k in folds])
