@@ -193,7 +193,6 @@ def test_video_score_rules():
 
 
 def _numeric_style(style) -> dict[str, float]:
-    import dataclasses
     # image-style numbers only (the overlay text layout stays per hospital even at style_shift 0)
     return {k: v for k, v in dataclasses.asdict(style).items() if isinstance(v, float) and k != "font_scale"}
 
@@ -404,7 +403,6 @@ def test_npz_records_findings_consistent_with_diagnosis_and_masks(tiny):
 
 
 def test_output_identical_for_any_worker_count(tiny, tmp_path):
-    import dataclasses
     cfg, _, out = tiny
     generate(dataclasses.replace(cfg, workers=1), seed=0, out_dir=tmp_path / "one", progress=False)
     a, b = _files(out), _files(tmp_path / "one")
