@@ -20,7 +20,7 @@ class SyntheticSection(Section):
 
     NAME = "synthetic"
     n_hospitals: int = bounded(3, 1, 50, "hospitals; each has its own image style and text layout")
-    patients_per_hospital: int = bounded(6, 1, 500, "patients per hospital (diagnoses balanced within a hospital)")
+    patients_per_hospital: int = bounded(12, 1, 500, "patients per hospital (diagnoses balanced within a hospital)")
     videos_per_patient: int = bounded(3, 1, 20, "videos (scan points) per patient")
     frames_min: int = bounded(30, 4, 2000, "shortest video, frames")
     frames_max: int = bounded(60, 4, 2000, "longest video, frames")
