@@ -1,10 +1,18 @@
-"""Render docs/img/synthetic_frames.png: example synthetic frames per severity, mask overlaid beside.
+"""Render example sheets of the synthetic data: per severity (default) or per diagnosis (``--by-diagnosis``).
 
-Rows = frame severity 0..3; each row shows ``--per-row`` frames from different videos
-(diagnosis, probe, hospital in the caption; one per diagnosis where possible), each followed by the same frame with its 5-class mask overlaid.
+Per severity (docs/img/synthetic_frames.png): rows = frame severity 0..3; each row shows ``--per-row`` frames
+from different videos (diagnosis, probe, hospital in the caption; one per diagnosis where possible), each
+followed by the same frame with its 5-class mask overlaid.
+
+Per diagnosis (docs/img/synthetic_diagnoses.png): rows = covid / pneumonia / healthy; ``--per-row`` frames
+from different patients of the default dataset, chosen to show the diagnosis' findings (captions name the
+findings the frame shows, from the generator's per-frame flags), then an over-time strip of the first
+video (M-mode: one scan line, time to the right) through the finding: the moving air bronchograms of
+pneumonia, the light-beam band of covid, the seashore sign (still wall, sliding lung) of a healthy lung.
 Rendered in memory (nothing written but the PNG). Usage:
 
     .venv/bin/python scripts/render_synthetic_examples.py [--seed 0] [--out docs/img/synthetic_frames.png]
+    .venv/bin/python scripts/render_synthetic_examples.py --by-diagnosis [--out docs/img/synthetic_diagnoses.png]
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lus.config.synthetic import SyntheticSection  # noqa: E402
-from lus.synth.dataset import iter_specs  # noqa: E402
-from lus.synth.video import render_video  # noqa: E402
+from lus.synth.dataset import DIAGNOSES, iter_specs  # noqa: E402
+from lus.synth.render import FINDINGS  # noqa: E402
+from lus.synth.video import SyntheticVideo, render_video  # noqa: E402
 
 # BGR colours of mask classes 1..4 (aerated lung, B-lines, consolidation/broken pleura, white lung).
 COLOURS = np.array([[0, 0, 0], [200, 120, 0], [0, 220, 255], [0, 140, 255], [40, 40, 230]], dtype=np.float32)
@@ -45,7 +54,7 @@ def collect(cfg: SyntheticSection, seed: int, per_row: int) -> dict[int, list[tu
     for spec in iter_specs(cfg, seed):
         vid = render_video(spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps,
                            cfg.height, cfg.width, max_transitions=cfg.max_transitions,
-                           effusion_prob=cfg.effusion_prob)
+                           findings=cfg.finding_params())
         for s in range(4):
             idx = np.flatnonzero(vid.labels == s)
             if not len(idx):
@@ -64,13 +73,94 @@ def collect(cfg: SyntheticSection, seed: int, per_row: int) -> dict[int, list[tu
     return found
 
 
+# What each row of the per-diagnosis sheet should show (flags of lus.synth.render.FINDINGS), best first.
+WANTED = {"covid": ("light_beam", "pleura_irregular", "subpleural_consolidation"),
+          "pneumonia": ("air_bronchogram", "tissue_consolidation", "effusion"),
+          "healthy": ("a_lines",)}
+SHORT = {"a_lines": "A-lines", "b_lines": "B-lines", "light_beam": "light beam", "pleura_irregular": "irreg. pleura",
+         "subpleural_consolidation": "subpl. cons.", "tissue_consolidation": "consolidation",
+         "air_bronchogram": "bronchograms", "effusion": "effusion", "white_lung": "white lung"}
+
+
+def _caption(vid: SyntheticVideo, t: int) -> str:
+    shown = [SHORT[n] for n, f in zip(FINDINGS, vid.findings[t]) if f and n != "b_lines"]
+    return f"score {vid.labels[t]}: " + ", ".join(shown[-2:])
+
+
+def _mmode(vid: SyntheticVideo, diagnosis: str, t: int, height: int) -> np.ndarray:
+    """Over-time strip of ``vid``: the scan line through its finding (pixel column; from just above the
+    pleura to 56 px below it), one column per frame."""
+    g, mask = vid.geom, vid.masks[t]
+    if diagnosis == "pneumonia":      # the consolidation column with the most bright (bronchogram) echoes over time
+        cons = vid.masks >= 3
+        bright = cons & (vid.frames > np.percentile(vid.frames[cons], 90))
+        cols = np.array([int(np.argmax(bright.sum(axis=(0, 1))))]) if cons.any() else np.array([], int)
+    elif diagnosis == "covid":        # through a light-beam band
+        cols = np.flatnonzero((mask == 2).sum(axis=0) > 10)
+    else:
+        cols = np.array([], int)
+    x = int(np.median(cols)) if len(cols) else g.width // 2
+    r0 = int(vid.pleura_rows.min())
+    strip = vid.frames[:, max(0, r0 - 16):r0 + 56, x].T                 # (rows around the pleura, T), magnified
+    return cv2.resize(strip, (min(3 * strip.shape[1], 150), height), interpolation=cv2.INTER_NEAREST)
+
+
+def collect_diagnoses(cfg: SyntheticSection, seed: int, per_row: int) -> dict[str, list[tuple[SyntheticVideo, int]]]:
+    """Per diagnosis, up to ``per_row`` (video, frame) pairs from different patients showing its findings.
+
+    A frame qualifies if it shows all of ``WANTED[d]`` (healthy: score 0), else the frame with the most of them.
+    """
+    found: dict[str, list[tuple[int, SyntheticVideo, int, str]]] = {d: [] for d in DIAGNOSES}
+    for spec in iter_specs(cfg, seed):
+        if spec.probe != "convex" or any(p == spec.patient_id for *_, p in found[spec.diagnosis]):
+            continue
+        vid = render_video(spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps,
+                           cfg.height, cfg.width, max_transitions=cfg.max_transitions,
+                           findings=cfg.finding_params())
+        cols = [FINDINGS.index(n) for n in WANTED[spec.diagnosis]]
+        hits = vid.findings[:, cols].sum(axis=1) - (vid.labels > 0) * (spec.diagnosis == "healthy")
+        t = int(np.argmax(hits))
+        found[spec.diagnosis].append((int(hits[t]), vid, t, spec.patient_id))
+    return {d: [(v, t) for _, v, t, _ in sorted(found[d], key=lambda x: -x[0])[:per_row]] for d in DIAGNOSES}
+
+
+def diagnosis_sheet(cfg: SyntheticSection, seed: int, per_row: int) -> np.ndarray:
+    """BGR sheet: rows covid / pneumonia / healthy, ``per_row`` frames then the first video's M-mode strip."""
+    found = collect_diagnoses(cfg, seed, per_row)
+    h, w, cap_h, label_w = cfg.height, cfg.width, 12, 84
+    rows = []
+    for d in DIAGNOSES:
+        tiles = []
+        for vid, t in found[d]:
+            tile = np.zeros((h + cap_h, w, 3), np.uint8)
+            tile[:h] = cv2.cvtColor(vid.frames[t], cv2.COLOR_GRAY2BGR)
+            cv2.putText(tile, _caption(vid, t), (2, h + cap_h - 3), cv2.FONT_HERSHEY_PLAIN, 0.65, (0, 255, 255), 1,
+                        cv2.LINE_AA)
+            tiles += [tile, np.full((h + cap_h, 4, 3), 255, np.uint8)]
+        vid, t = found[d][0]
+        strip = _mmode(vid, d, t, h)
+        tile = np.zeros((h + cap_h, strip.shape[1], 3), np.uint8)
+        tile[:h] = cv2.cvtColor(strip, cv2.COLOR_GRAY2BGR)
+        cv2.putText(tile, "time ->", (2, h + cap_h - 3), cv2.FONT_HERSHEY_PLAIN, 0.65, (200, 200, 200), 1, cv2.LINE_AA)
+        label = np.zeros((h + cap_h, label_w, 3), np.uint8)
+        cv2.putText(label, d, (3, h // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(np.concatenate([label] + tiles + [tile], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, axis=0)[:-4]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-row", type=int, default=3)
-    parser.add_argument("--out", default="docs/img/synthetic_frames.png")
+    parser.add_argument("--by-diagnosis", action="store_true", help="rows per diagnosis with an over-time strip")
+    parser.add_argument("--out", default="")
     args = parser.parse_args()
     cfg = SyntheticSection(patients_per_hospital=6, n_hospitals=3)
+    if args.by_diagnosis:
+        write_png(Path(args.out or "docs/img/synthetic_diagnoses.png"), diagnosis_sheet(cfg, args.seed, args.per_row))
+        return
     found = collect(cfg, args.seed, args.per_row)
     h, w = cfg.height, cfg.width
     cap_h, label_w = 12, 18
@@ -104,8 +194,10 @@ def main() -> None:
         cv2.rectangle(legend, (x, 3), (x + 8, 11), tuple(int(v) for v in COLOURS[c]), -1)
         cv2.putText(legend, name, (x + 11, 11), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
         x += 20 + 7 * len(name)
-    sheet = np.concatenate(rows[:-1] + [legend], axis=0)
-    out = Path(args.out)
+    write_png(Path(args.out or "docs/img/synthetic_frames.png"), np.concatenate(rows[:-1] + [legend], axis=0))
+
+
+def write_png(out: Path, sheet: np.ndarray) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {out} ({out.stat().st_size // 1024} KB)")

@@ -78,8 +78,8 @@ def write_frame_model(folder: Path, fold: int, seed: int, arch: str = "cnn", siz
 def write_params(path: Path, **cnn) -> Path:
     import yaml
 
-    section = {"seq_len": 6, "hidden": 32, "fc": [32, 32], "epochs": 40, "batch_size": 8, "lr": 3e-3,
-               "patience": 0, "num_threads": 1}
+    section = {"backbone": "frame_model", "seq_len": 6, "hidden": 32, "fc": [32, 32], "epochs": 40, "batch_size": 8,
+               "lr": 3e-3, "patience": 0, "num_threads": 1}
     section.update(cnn)
     path.write_text(yaml.safe_dump({"base": {"seed": 0}, "cnn_lstm": section}))
     return path

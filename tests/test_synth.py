@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ from lus.config.base import ParamsError, load_section
 from lus.config.synthetic import SyntheticSection
 from lus.data.manifest import MANIFEST_COLUMNS, validate_manifest
 from lus.data.sources.synthetic import generate
+from lus.synth.plan import FindingParams
 from lus.synth.style import sample_style
 from lus.synth.video import render_video
 
@@ -33,6 +35,11 @@ def _video(diagnosis: str, severity: list[int], seed: int = 3, probe: str = "con
     style = sample_style(np.random.default_rng([seed, 1]), 0)
     sev = np.array(severity)
     return render_video(rng, style, diagnosis, probe, len(sev), 20, 128, 160, severity=sev, **kw)
+
+
+def _fp(**changes):
+    """Default finding params with ``changes``."""
+    return dataclasses.replace(FindingParams.default(), **changes)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -186,7 +193,6 @@ def test_video_score_rules():
 
 
 def _numeric_style(style) -> dict[str, float]:
-    import dataclasses
     # image-style numbers only (the overlay text layout stays per hospital even at style_shift 0)
     return {k: v for k, v in dataclasses.asdict(style).items() if isinstance(v, float) and k != "font_scale"}
 
@@ -236,3 +242,177 @@ def test_decoded_overlay_static_and_outside_sector(tiny):
         assert (stack[:, free] == stack[:1, free]).all(), spec.video_id
         n_text += int((stack[0][free] > 100).sum())
     assert n_text > 0
+
+
+# --- diagnosis-specific findings (issue 14) -------------------------------------------------------------
+
+def _flags(vid, name: str) -> np.ndarray:
+    from lus.synth.render import FINDINGS
+    return vid.findings[:, FINDINGS.index(name)].astype(bool)
+
+
+def _pleura_roughness(vid, exclude: np.ndarray | None = None) -> float:
+    """Mean |row of the brightest pixel near the pleura - smooth fit| over the central columns, px.
+
+    ``exclude`` bool (W,) drops columns (e.g. those under a consolidation)."""
+    g, out = vid.geom, []
+    for t in range(len(vid.frames)):
+        r0 = int(round(vid.pleura_rows[t]))
+        keep = g.inside[r0] & (np.abs(g.lateral[r0]) < 0.6)
+        if exclude is not None:
+            keep &= ~exclude
+        cols = np.flatnonzero(keep)
+        rows = vid.frames[t, r0 - 10:r0 + 12][:, cols].astype(float).argmax(axis=0)
+        out.append(np.abs(rows - np.polyval(np.polyfit(cols, rows, 2), cols)).mean())
+    return float(np.mean(out))
+
+
+def test_covid_pleura_irregular_unlike_pneumonia_away_from_its_consolidation():
+    from scipy.ndimage import binary_dilation
+    sev = [1] * 4 + [2] * 4
+    for seed in (3, 4):
+        covid = _video("covid", sev, seed=seed)
+        pneu = _video("pneumonia", sev, seed=seed, keep_layers=True)
+        assert _flags(covid, "pleura_irregular").all() and not _flags(pneu, "pleura_irregular").any()
+        near = np.zeros(covid.geom.width, bool)
+        for lay in pneu.layers:
+            near |= ((lay["cons_small"] > -0.3) | (lay["cons_large"] > -0.3)).any(axis=0)
+        near = binary_dilation(near, iterations=8)
+        assert near.any() and not near.all()
+        rough_c, rough_p = _pleura_roughness(covid), _pleura_roughness(pneu, near)
+        assert rough_c > 2.0 * rough_p and rough_c > 1.5, (seed, rough_c, rough_p)
+    # the strength knob turns the finding off
+    plain = _video("covid", [1] * 4, seed=3, findings=_fp(covid_pleura=0.0))
+    assert not _flags(plain, "pleura_irregular").any()
+    assert _pleura_roughness(plain) < 0.6 * _pleura_roughness(_video("covid", [1] * 4, seed=3))
+
+
+def test_covid_light_beam_bands_with_spared_lung_and_small_subpleural_consolidations():
+    sev = [1] * 6 + [2] * 6
+    beam = _video("covid", sev, findings=_fp(light_beam_prob=1.0, covid_subpleural=4))
+    lines = _video("covid", sev, findings=_fp(light_beam_prob=0.0, covid_subpleural=4))
+    assert _flags(beam, "light_beam").any() and not _flags(lines, "light_beam").any()
+    assert (_flags(beam, "light_beam") == _flags(beam, "b_lines")).all()
+
+    def band_width(vid) -> float:   # widest run of B-line columns, px, on a row well below the pleura
+        widths = []
+        for t, m in enumerate(vid.masks):
+            row = m[int(vid.pleura_rows[t]) + 25] == 2
+            runs = np.diff(np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0]))).tolist()[::2]
+            widths.append(max(runs, default=0))
+        return float(np.mean(widths))
+
+    assert band_width(beam) > 1.8 * band_width(lines)
+    for t, m in enumerate(beam.masks):     # spared aerated lung beside the bands at the same depth
+        row = m[int(beam.pleura_rows[t]) + 25]
+        assert (row == 2).any() and (row == 1).sum() > 0.3 * ((row == 1) | (row == 2)).sum()
+    # small subpleural consolidations at score 2 only: flagged, masked (class 3) and small
+    sub = _flags(beam, "subpleural_consolidation")
+    assert not sub[:6].any() and sub[6:].all()
+    assert not _flags(beam, "tissue_consolidation").any() and not _flags(beam, "air_bronchogram").any()
+    assert len(beam.plan.small_cons) >= 1 and all(c.half_width <= 0.13 for c in beam.plan.small_cons)
+    assert all(((m == 3).sum() > 0) for m in beam.masks[6:])
+
+
+def test_pneumonia_dynamic_air_bronchograms_bright_and_moving_with_breath():
+
+    def bronchogram_track(motion: float):
+        vid = _video("pneumonia", [3] * 40, seed=4, keep_layers=True,
+                     findings=_fp(bronchogram_prob=1.0, bronchogram_motion=motion))
+        assert _flags(vid, "tissue_consolidation").all() and _flags(vid, "air_bronchogram").all()
+        rel, bright, tissue = [], [], []
+        for t, lay in enumerate(vid.layers):
+            cons = lay["cons_large"] > 0.3
+            bron = (lay["bronchi"] > 0.5) & vid.geom.inside
+            frame = vid.frames[t].astype(float)
+            bright.append(frame[bron].mean())
+            tissue.append(frame[cons & (lay["bronchi"] < 0.05)].mean())
+            # in pixels only: where the bright echoes sit inside the consolidation, relative to it
+            rel.append(np.nonzero(cons & (frame >= 140))[0].mean() - np.nonzero(cons)[0].mean())
+        return vid, np.array(rel), np.array(bright), np.array(tissue)
+
+    vid, moving, bright, tissue = bronchogram_track(0.25)
+    assert (bright > tissue + 50).all()       # bright branching echoes in grey tissue-like lung
+    assert (vid.masks[0][vid.layers[0]["bronchi"] > 0.5] == 4).all()   # inside the class-4 consolidation
+    _, static, _, _ = bronchogram_track(0.0)
+    assert np.ptp(moving) > 2.0 * np.ptp(static) and np.ptp(moving) > 1.5
+    assert np.corrcoef(moving, vid.plan.breath)[0, 1] > 0.8   # they move with breathing
+
+
+def test_pneumonia_effusion_often_covid_rarely_healthy_never():
+    vid = _video("pneumonia", [0] * 3 + [2] * 3, keep_layers=True, findings=_fp(effusion_prob=1.0))
+    eff = _flags(vid, "effusion")
+    assert eff.all() and _flags(vid, "tissue_consolidation").tolist() == [False] * 3 + [True] * 3
+    lay, frame = vid.layers[0], vid.frames[0].astype(float)
+    fluid = (lay["effusion"] > 0.9) & vid.geom.inside & (lay["shadow"] < 0.5)
+    above = (lay["rel"] > 0.05) & (lay["effusion"] < 0.01) & vid.geom.inside & (lay["shadow"] < 0.5)
+    assert fluid.sum() > 300 and frame[fluid].mean() < frame[above].mean() - 25   # anechoic
+    assert (vid.masks[0][fluid] == 0).all() and vid.labels[0] == 0     # effusion does not change the score
+    none = _video("pneumonia", [2] * 3, findings=_fp(effusion_prob=0.0))
+    assert not _flags(none, "effusion").any()
+    # frequencies over many plans follow the params
+    from lus.synth.plan import make_plan
+    rate = {d: np.mean([make_plan(np.random.default_rng([i, 7]), d, 8, 20, 0.2, 2).effusion is not None
+                        for i in range(300)]) for d in ("pneumonia", "covid", "healthy")}
+    f = FindingParams.default()
+    assert abs(rate["pneumonia"] - f.effusion_prob) < 0.09 and abs(rate["covid"] - f.effusion_prob_covid) < 0.05 \
+        and rate["healthy"] == 0.0, rate
+
+
+def _lateral_shift(a: np.ndarray, b: np.ndarray, max_s: int = 8) -> int:
+    """Column shift (px) of ``b`` that best matches ``a`` (correlation)."""
+    scores = [np.corrcoef(a[:, max_s + s:a.shape[1] - max_s + s].ravel(), b[:, max_s:b.shape[1] - max_s].ravel())[0, 1]
+              for s in range(-max_s, max_s + 1)]
+    return int(np.argmax(scores)) - max_s
+
+
+def test_healthy_a_lines_sliding_and_no_disease_findings():
+    vid = _video("healthy", [0] * 34 + [1] * 6)
+    assert _flags(vid, "a_lines").all() and not _flags(vid, "b_lines")[:34].any()
+    for name in ("light_beam", "pleura_irregular", "subpleural_consolidation", "tissue_consolidation",
+                 "air_bronchogram", "effusion", "white_lung"):
+        assert not _flags(vid, name).any(), name
+    # lung sliding, in pixels: the lung speckle just below the pleura moves sideways, the chest wall does not
+    t0, t1 = int(np.argmin(vid.plan.slide)), int(np.argmax(vid.plan.slide))
+    r, c = int(vid.pleura_rows[t0]), vid.geom.width // 2
+    lung = [vid.frames[t][r + 3:r + 12, c - 30:c + 30].astype(float) for t in (t0, t1)]
+    wall = [vid.frames[t][r - 14:r - 4, c - 30:c + 30].astype(float) for t in (t0, t1)]
+    assert abs(_lateral_shift(*lung) - _lateral_shift(*wall)) >= 2
+
+
+def test_npz_records_findings_consistent_with_diagnosis_and_masks(tiny):
+    from lus.synth.render import FINDINGS
+    cfg, df, out = tiny
+    seen = {d: np.zeros(len(FINDINGS), bool) for d in ("covid", "pneumonia", "healthy")}
+    for rec in df.itertuples():
+        z = np.load(out / rec.frame_labels)
+        assert z["finding_names"].tolist() == list(FINDINGS)
+        flags = z["findings"].astype(bool)
+        assert z["findings"].dtype == np.uint8 and flags.shape == (rec.n_frames, len(FINDINGS))
+        col = {n: flags[:, i] for i, n in enumerate(FINDINGS)}
+        cons = col["subpleural_consolidation"] | col["tissue_consolidation"]
+        assert (z["labels"][cons] >= 2).all()
+        np.testing.assert_array_equal(col["b_lines"], (z["masks"] == 2).any(axis=(1, 2)))
+        seen[rec.diagnosis] |= flags.any(axis=0)
+    only = {"covid": {"tissue_consolidation", "air_bronchogram"},
+            "pneumonia": {"light_beam", "pleura_irregular", "subpleural_consolidation", "white_lung"},
+            "healthy": set(FINDINGS) - {"a_lines", "b_lines"}}
+    for diag, forbidden in only.items():
+        assert not any(seen[diag][FINDINGS.index(n)] for n in forbidden), diag
+    assert seen["healthy"][FINDINGS.index("a_lines")]
+
+
+def test_output_identical_for_any_worker_count(tiny, tmp_path):
+    cfg, _, out = tiny
+    generate(dataclasses.replace(cfg, workers=1), seed=0, out_dir=tmp_path / "one", progress=False)
+    a, b = _files(out), _files(tmp_path / "one")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+def test_finding_params_validated():
+    for bad in ({"covid_subpleural": 0}, {"light_beam_width": 0.5}, {"bronchogram_motion": -0.1},
+                {"effusion_prob_covid": 1.5}):
+        with pytest.raises(ParamsError):
+            SyntheticSection.from_dict(bad)
+    fp = SyntheticSection.from_dict({"bronchogram_strength": 0.9}).finding_params()
+    assert fp.bronchogram_strength == 0.9

@@ -19,8 +19,9 @@ class CnnLstmSection(Section):
     NAME = "cnn_lstm"
     target: str = choice("auto", TARGETS, "auto = diagnosis when every video has one, else video_score")
     seq_len: int = bounded(20, 1, 1000, "frames per video, indices round(linspace(0, T-1, n)); paper best 20")
-    # frame_model = the same fold's trained frame classifier body (LUS-pretrained, tiny, no leakage).
-    backbone: str = choice("frame_model", BACKBONES, "frozen per-frame feature extractor")
+    # mobilenet_v2 (default) = frozen ImageNet features, as in the paper (which used Xception); frame_model = the
+    # same fold's trained frame classifier body (LUS-trained for severity, tiny, no leakage).
+    backbone: str = choice("mobilenet_v2", BACKBONES, "frozen per-frame feature extractor")
     # torchvision backbones: imagenet (offline file when installed, else torchvision's download),
     # none (random init, a control), or a path to a state-dict file.
     weights: str = "imagenet"

@@ -20,7 +20,7 @@ class SyntheticSection(Section):
 
     NAME = "synthetic"
     n_hospitals: int = bounded(3, 1, 50, "hospitals; each has its own image style and text layout")
-    patients_per_hospital: int = bounded(6, 1, 500, "patients per hospital (diagnoses balanced within a hospital)")
+    patients_per_hospital: int = bounded(12, 1, 500, "patients per hospital (diagnoses balanced within a hospital)")
     videos_per_patient: int = bounded(3, 1, 20, "videos (scan points) per patient")
     frames_min: int = bounded(30, 4, 2000, "shortest video, frames")
     frames_max: int = bounded(60, 4, 2000, "longest video, frames")
@@ -31,7 +31,18 @@ class SyntheticSection(Section):
     annotator_noise: float = bounded(0.03, 0.0, 0.5, "per-frame chance a rater is off by one away from transitions")
     linear_fraction: float = bounded(0.1, 0.0, 1.0, "share of videos from a linear probe (rest convex)")
     burned_text: bool = True
-    effusion_prob: float = bounded(0.5, 0.0, 1.0, "chance a pneumonia video shows an effusion (covid: a fifth of it)")
+    effusion_prob: float = bounded(0.6, 0.0, 1.0, "chance a pneumonia video shows a pleural effusion")
+    effusion_prob_covid: float = bounded(0.05, 0.0, 1.0, "chance a covid video shows a (thin, basal) effusion")
+    covid_pleura: float = bounded(1.0, 0.0, 3.0, "covid pleural line: irregularity (score >= 1), thickening and "
+                                  "fragmentation (score >= 2) strength (0 = like the other diagnoses)")
+    light_beam_prob: float = bounded(0.85, 0.0, 1.0, "chance a covid video's B-lines are broad 'light beam' bands")
+    light_beam_width: float = bounded(2.0, 1.0, 5.0, "light-beam band width relative to an ordinary B-line")
+    covid_subpleural: int = bounded(3, 1, 6, "covid: up to this many small subpleural consolidations at score >= 2")
+    bronchogram_prob: float = bounded(0.9, 0.0, 1.0, "chance a pneumonia consolidation has air bronchograms")
+    bronchogram_strength: float = bounded(0.6, 0.0, 2.0, "air bronchogram brightness (linear echo amplitude, "
+                                          "pleura = 1; the consolidation itself is ~0.04)")
+    bronchogram_motion: float = bounded(0.25, 0.0, 1.0, "dynamic air bronchograms: excursion along the beam over "
+                                        "a breath, in consolidation depths (0 = static)")
     max_transitions: int = bounded(2, 0, 6, "most severity changes within one video")
     video_score_rule: str = choice("mode", VIDEO_SCORE_RULES,
                                    "mode = most frequent frame score; max = worst frame; sustained = highest score "
@@ -40,6 +51,11 @@ class SyntheticSection(Section):
     video_score_noise: float = bounded(0.1, 0.0, 0.5, "chance the video score is off by one (rater noise)")
     style_shift: float = bounded(1.0, 0.0, 3.0, "strength of the per-hospital style differences (0 = identical)")
     workers: int = bounded(2, 1, 64, "processes rendering videos (the output does not depend on it)")
+
+    def finding_params(self) -> "FindingParams":
+        """The diagnosis-specific finding knobs as the generator's :class:`lus.synth.plan.FindingParams`."""
+        from lus.synth.plan import FindingParams
+        return FindingParams(**{k: getattr(self, k) for k in FindingParams.__dataclass_fields__})
 
     def validate(self) -> None:
         if self.frames_min > self.frames_max:

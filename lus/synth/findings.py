@@ -83,27 +83,32 @@ def consolidation_region(u: np.ndarray, rel: np.ndarray, c: Consolidation, scale
 
 
 def consolidation_echo(u: np.ndarray, rel: np.ndarray, c: Consolidation, region: np.ndarray,
-                       phase: float = 0.0, bmap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(weight, echo)`` of a consolidation, echo in linear amplitude (pleura = 1).
+                       phase: float = 0.0, bmap: np.ndarray | None = None, bronchi_amp: float = 0.3
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(weight, echo, bronchi)`` of a consolidation, echo in linear amplitude (pleura = 1).
 
     Interior at ``c.level`` (hypoechoic covid patch or tissue-like hepatised lung), a bright
-    shredded deep margin, and bright branching air bronchograms if the plan has any
-    (pneumonia); ``phase`` (depth units) moves them with breathing (dynamic air bronchograms).
+    shredded deep margin, and bright branching air bronchograms of brightness ``bronchi_amp`` if
+    the plan has any (pneumonia); ``phase`` (consolidation extents) moves them along the beam
+    with breathing (dynamic air bronchograms). ``bronchi`` (H, W) is the bronchogram layer
+    inside the consolidation (0 where there is none; ~1 on a bronchogram), for masks and tests.
     ``bmap`` = :func:`bronchogram_map` of ``c`` (computed here if not given; renderers cache it).
     The caller multiplies by the speckle, so the interior gets tissue texture.
     """
     weight = smoothstep(region, 0.08)
     margin = 0.12 * gauss(region, 0.08) * (rel > 0.3 * c.extent)
     echo = c.level + margin
-    if len(c.bronchi):
+    bronchi = np.zeros_like(weight)
+    if len(c.bronchi) and bronchi_amp > 0:
         if bmap is None:
             bmap = bronchogram_map(c)
         n, (u0, u1), (d0, d1) = BRONCHI_GRID
         mx = ((u - c.u) / c.half_width - u0) * ((n - 1) / (u1 - u0))
         my = (rel / c.extent - phase - d0) * ((n - 1) / (d1 - d0))
-        echo = echo + 0.3 * cv2.remap(bmap, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return weight, (echo * weight).astype(np.float32)
+        bronchi = cv2.remap(bmap, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) * smoothstep(region - 0.1, 0.1)
+        echo = echo + bronchi_amp * bronchi
+    return weight, (echo * weight).astype(np.float32), bronchi.astype(np.float32)
 
 
 def effusion_region(u: np.ndarray, d: np.ndarray, eff: tuple[float, float, float]) -> np.ndarray:

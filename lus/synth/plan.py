@@ -31,6 +31,31 @@ MAX_SCORE = {"covid": 3, "pneumonia": 3, "healthy": 1}
 
 
 @dataclass(frozen=True)
+class FindingParams:
+    """Strength and frequency of the diagnosis-specific findings: the params ``synthetic.<field>``
+    (meanings, ranges and defaults in :class:`lus.config.synthetic.SyntheticSection`; built by its
+    ``finding_params()``). They sit on top of the severity scheme: they change how a frame of a given
+    score looks for a covid or a pneumonia patient, never its score or the meaning of its mask classes.
+    """
+
+    effusion_prob: float
+    effusion_prob_covid: float
+    covid_pleura: float
+    light_beam_prob: float
+    light_beam_width: float
+    covid_subpleural: int
+    bronchogram_prob: float
+    bronchogram_strength: float
+    bronchogram_motion: float
+
+    @staticmethod
+    def default() -> "FindingParams":
+        """The params.yaml defaults (tests, example sheets)."""
+        from lus.config.synthetic import SyntheticSection
+        return SyntheticSection().finding_params()
+
+
+@dataclass(frozen=True)
 class Consolidation:
     """Subpleural patch: centre ``u``, lateral half-width, depth extent below the pleura (depth units)."""
 
@@ -72,6 +97,12 @@ class VideoPlan:
     pleura_thick: float         # pleural line thickness factor (covid: thickened)
     white_u: float              # centre of the white-lung zone (lateral units)
     white_hw: float             # its half-width (lateral units)
+    pleura_frag: np.ndarray | None = None   # (N,) >= 0: covid pleural echo interrupted (fragmented) at score >= 2
+    pleura_rough: float = 1.0   # multiplier of the pleural waviness at score >= 1 (covid: irregular)
+    light_beam: bool = False    # covid: B-lines are broad bands ("light beam") with spared lung between
+    bronchogram_amp: float = 0.0        # brightness of the air bronchograms (0 = none)
+    bronchogram_swing: float = 0.0      # their excursion with breathing, consolidation extents
+    breath: np.ndarray | None = None    # (T,) breathing phase signal in [-1, 1] (drives the bronchograms)
 
 
 def severity_sequence(rng: np.random.Generator, diagnosis: str, n_frames: int, max_transitions: int) -> np.ndarray:
@@ -99,16 +130,22 @@ def severity_sequence(rng: np.random.Generator, diagnosis: str, n_frames: int, m
 
 def _consolidation(rng: np.random.Generator, u: float, half_width: float, extent: float,
                    bronchi: bool, level: float) -> Consolidation:
-    k = int(rng.integers(5, 11)) if bronchi else 0
+    k = int(rng.integers(6, 12)) if bronchi else 0
     br = np.stack([rng.uniform(-0.75, 0.75, k), rng.uniform(0.2, 0.85, k), rng.uniform(0.4, 1.0, k)], axis=1) \
         if k else np.zeros((0, 3))
     return Consolidation(u, half_width, extent, smooth_noise_1d(rng, N_PROFILE, 6.0), br.astype(np.float32), level)
 
 
-def _bline_activity(rng: np.random.Generator, severity: np.ndarray, n_sites: int, diagnosis: str) -> np.ndarray:
-    """bool (T, K): B-lines appear/disappear over time; count grows with severity; >= 1 at score >= 1."""
+def _bline_activity(rng: np.random.Generator, severity: np.ndarray, n_sites: int, diagnosis: str,
+                    light_beam: bool = False) -> np.ndarray:
+    """bool (T, K): B-lines appear/disappear over time; count grows with severity; >= 1 at score >= 1.
+
+    Broad light-beam bands are fewer at a time, so spared lung stays between them.
+    """
     t_len = len(severity)
     base = {"covid": (0, 2, 3, 4), "pneumonia": (0, 1, 2, 2), "healthy": (0, 1, 1, 1)}[diagnosis]
+    if light_beam:
+        base = (0, 1, 2, 2)
     order = list(rng.permutation(n_sites))
     period = int(rng.integers(8, 16))
     extra = 0
@@ -125,54 +162,76 @@ def _bline_activity(rng: np.random.Generator, severity: np.ndarray, n_sites: int
 
 
 def make_plan(rng: np.random.Generator, diagnosis: str, n_frames: int, fps: float, pleura_depth: float,
-              max_transitions: int, effusion_prob: float, severity: np.ndarray | None = None) -> VideoPlan:
+              max_transitions: int, findings: FindingParams | None = None,
+              severity: np.ndarray | None = None) -> VideoPlan:
     """Draw the plan of one video of a patient with ``diagnosis``.
 
     ``severity`` (T,) forces the per-frame severity (tests, examples); the random draw still
-    happens so the rest of the plan does not depend on whether it is forced.
+    happens so the rest of the plan does not depend on whether it is forced. ``findings`` sets
+    the diagnosis-specific findings (default: the params defaults; lung-ultrasound literature):
+
+    - covid: thickened pleural line, irregular at score >= 1, fragmented at score >= 2; patchy B-lines, often as
+      broad "light beam" bands with spared lung between them; several small hypoechoic
+      subpleural consolidations (score >= 2); effusion rare.
+    - pneumonia: one focal tissue-like consolidation (small at score 2, lobar at 3) with
+      dynamic air bronchograms; often an effusion; B-lines only next to the consolidation; the
+      pleural line smooth (not irregular or thickened), broken at score >= 2 like every diagnosis.
+    - healthy: A-lines, lung sliding, at most an isolated B-line.
     """
+    f = findings or FindingParams.default()
     sev = severity_sequence(rng, diagnosis, n_frames, max_transitions)
     if severity is not None:
         sev = np.asarray(severity, dtype=np.int64).reshape(n_frames)
+    covid, pneu = diagnosis == "covid", diagnosis == "pneumonia"
     p = float(np.clip(pleura_depth * rng.uniform(0.88, 1.12), 0.13, 0.32))
-    gaps = smooth_noise_1d(rng, N_PROFILE, 7.0) - 0.7
+    # Breaks of the pleural line are the severity scheme's score-2 cue, so every diagnosis keeps them;
+    # covid's line is broken more often (fragmented), pneumonia's is otherwise smooth (no extra roughness).
+    gaps = smooth_noise_1d(rng, N_PROFILE, 7.0) - 0.7 + (0.35 * min(f.covid_pleura, 1.5) if covid else 0.0)
+    frag = smooth_noise_1d(rng, N_PROFILE, 2.5)
     rib_u = 0.8 + rng.uniform(-0.05, 0.05)     # ribs at the sides of the field ("bat sign")
     ribs = [(-rib_u + rng.uniform(-0.04, 0.04), rng.uniform(0.12, 0.18)), (rib_u, rng.uniform(0.12, 0.18))]
     if rng.random() < 0.2:
         ribs.pop(int(rng.integers(2)))
     n_sites = 6
-    if diagnosis == "pneumonia":   # focal: B-lines cluster around the consolidated segment
+    light_beam = bool(rng.random() < f.light_beam_prob) and covid
+    if pneu:   # focal: B-lines cluster around the consolidated segment
         centre = rng.uniform(-0.3, 0.3)
         bl_u = np.clip(centre + rng.uniform(-0.3, 0.3, n_sites), -0.5, 0.5)
-    else:                          # covid: multifocal, spread over the whole intercostal space
+    elif light_beam:   # bands on a coarse grid, so neighbours rarely merge and spared lung remains
+        bl_u = np.linspace(-0.55, 0.55, n_sites) + rng.uniform(-0.04, 0.04, n_sites)
+        centre = float(rng.uniform(-0.35, 0.35))
+    else:      # multifocal, spread over the whole intercostal space
         bl_u = np.sort(rng.uniform(-0.5, 0.5, n_sites))
         centre = float(rng.uniform(-0.35, 0.35))
-    bl_w = rng.uniform(0.035, 0.06, n_sites)
-    bl_amp = rng.uniform(0.45, 1.0, n_sites)
-    active = _bline_activity(rng, sev, n_sites, diagnosis)
-    pneu = diagnosis == "pneumonia"
+    bl_w = rng.uniform(0.035, 0.06, n_sites) * (f.light_beam_width if light_beam else 1.0)
+    bl_amp = rng.uniform(0.8, 1.0, n_sites) if light_beam else rng.uniform(0.45, 1.0, n_sites)
+    active = _bline_activity(rng, sev, n_sites, diagnosis, light_beam)
+    bronchi = pneu and bool(rng.random() < f.bronchogram_prob)
     if pneu:
-        small = (_consolidation(rng, centre, rng.uniform(0.14, 0.2), rng.uniform(0.1, 0.16), True, TISSUE),)
-        large = _consolidation(rng, centre, rng.uniform(0.35, 0.5), rng.uniform(0.3, 0.42), True, TISSUE)
+        small = (_consolidation(rng, centre, rng.uniform(0.2, 0.28), rng.uniform(0.15, 0.22), bronchi, TISSUE),)
+        large = _consolidation(rng, centre, rng.uniform(0.35, 0.5), rng.uniform(0.3, 0.42), bronchi, TISSUE)
     else:
-        k = int(rng.integers(1, 3))
-        us = rng.uniform(-0.45, 0.45, k)
-        small = tuple(_consolidation(rng, float(u), rng.uniform(0.1, 0.16), rng.uniform(0.06, 0.11), False, HYPO)
+        k = int(rng.integers(1, f.covid_subpleural + 1))
+        us = np.linspace(-0.5, 0.5, k + 2)[1:-1] + rng.uniform(-0.1, 0.1, k) if covid else rng.uniform(-0.45, 0.45, k)
+        small = tuple(_consolidation(rng, float(u), rng.uniform(0.08, 0.13), rng.uniform(0.06, 0.1), False, HYPO)
                       for u in us)
         large = None
-    eff_p = effusion_prob if pneu else (effusion_prob / 5.0 if diagnosis == "covid" else 0.0)
+    eff_p = f.effusion_prob if pneu else (f.effusion_prob_covid if covid else 0.0)
     effusion = None
-    if rng.random() < eff_p:
-        effusion = (float(rng.uniform(-0.4, 0.4)), float(rng.uniform(0.4, 0.7)), float(rng.uniform(0.68, 0.8)))
+    if rng.random() < eff_p:   # pneumonia: a larger, higher-reaching effusion than covid's thin basal rim
+        top = rng.uniform(0.6, 0.75) if pneu else rng.uniform(0.7, 0.8)
+        effusion = (float(rng.uniform(-0.4, 0.4)), float(rng.uniform(0.45, 0.75)), float(top))
     t = np.arange(n_frames, dtype=np.float64)
     breath_period = rng.uniform(2.5, 4.5) * fps
     phase = rng.uniform(0, 2 * np.pi)
-    breath = rng.uniform(0.006, 0.016) * np.sin(2 * np.pi * t / breath_period + phase)
+    breath_wave = np.sin(2 * np.pi * t / breath_period + phase)
+    breath = rng.uniform(0.006, 0.016) * breath_wave
     slide = rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * t / breath_period + phase + np.pi / 2)
     jit_u = np.clip(np.cumsum(rng.normal(0, 0.003, n_frames)), -0.03, 0.03)
     jit_d = np.clip(np.cumsum(rng.normal(0, 0.0015, n_frames)), -0.012, 0.012)
     n_lines = int(rng.integers(2, 4))
     wall = np.stack([np.sort(rng.uniform(0.3, 0.85, n_lines)), rng.uniform(0.5, 1.0, n_lines)], axis=1)
+    thick = rng.uniform(0.9, 1.1)
     return VideoPlan(
         diagnosis=diagnosis, severity=sev, pleura_depth=p,
         pleura_flat=float(rng.uniform(0.4, 1.0)), pleura_tilt=float(rng.uniform(-0.03, 0.03)),
@@ -184,6 +243,12 @@ def make_plan(rng: np.random.Generator, diagnosis: str, n_frames: int, fps: floa
         slide=slide.astype(np.float32), wall_lines=wall.astype(np.float32),
         lung_gain=float(rng.uniform(0.8, 1.25)), gain_db=float(rng.uniform(-3.0, 3.0)),
         pleura_gain=float(rng.uniform(0.85, 1.0)),
-        pleura_thick=float(rng.uniform(1.4, 1.9) if diagnosis == "covid" else rng.uniform(0.9, 1.1)),
+        pleura_thick=float(thick * (1.0 + f.covid_pleura * 0.8) if covid else thick),
         white_u=float(rng.uniform(-0.25, 0.25)), white_hw=float(rng.uniform(0.45, 0.8)),
+        pleura_frag=(np.clip(frag, 0.0, None) * (f.covid_pleura if covid else 0.0)).astype(np.float32),
+        pleura_rough=float(1.0 + 1.5 * f.covid_pleura if covid else 1.0),
+        light_beam=light_beam,
+        bronchogram_amp=float(f.bronchogram_strength if bronchi else 0.0),
+        bronchogram_swing=float(f.bronchogram_motion if bronchi else 0.0),
+        breath=breath_wave.astype(np.float32),
     )

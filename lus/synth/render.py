@@ -44,6 +44,35 @@ SHADOW = db(-24.0)                                            # residual echo in
 EFFUSION = db(-30.0)                                          # residual echo in anechoic fluid (fraction)
 
 
+# Findings recorded per frame (label npz key ``findings`` (T, F) uint8, names in ``finding_names``).
+FINDINGS = ("a_lines", "b_lines", "light_beam", "pleura_irregular", "subpleural_consolidation",
+            "tissue_consolidation", "air_bronchogram", "effusion", "white_lung")
+
+
+def frame_findings(plan: VideoPlan, s: int, mask: np.ndarray, layers: dict[str, np.ndarray],
+                   visible: np.ndarray) -> np.ndarray:
+    """uint8 (F,) flags, in :data:`FINDINGS` order: which findings frame of score ``s`` shows.
+
+    Read from the rendered layers (what is on screen), not from the plan alone: e.g. a
+    bronchogram counts only if some visible pixel of it is bright, an effusion only if it
+    covers visible pixels.
+    """
+    cons = (layers["cons_small"] > 0) | (layers["cons_large"] > 0)
+    blines = bool((mask == 2).any())
+    flags = {
+        "a_lines": A_LINE[s] > 0,
+        "b_lines": blines,
+        "light_beam": blines and plan.light_beam,
+        "pleura_irregular": s >= 1 and plan.pleura_rough > 1.0,
+        "subpleural_consolidation": plan.diagnosis != "pneumonia" and bool((cons & visible).any()),
+        "tissue_consolidation": plan.diagnosis == "pneumonia" and bool((cons & visible).any()),
+        "air_bronchogram": bool(((layers["bronchi"] > 0.5) & visible).any()),
+        "effusion": bool(((layers["effusion"] > 0.5) & visible).any()),
+        "white_lung": bool(((layers["white"] > 0.5) & visible).any()),
+    }
+    return np.array([flags[k] for k in FINDINGS], dtype=np.uint8)
+
+
 class FrameRenderer:
     """Renders frames of one video; holds the precomputed grids and the speckle textures."""
 
@@ -110,7 +139,8 @@ class FrameRenderer:
         u = g.lateral - plan.off_lat[t]                       # content lateral (probe jitter)
         p = plan.pleura_depth
         base = self.pleura_base(u)                            # smooth pleura (depth per beam)
-        pleura = base + IRREGULARITY[plan.diagnosis][s] * profile_at(plan.pleura_noise, u)
+        rough = IRREGULARITY[plan.diagnosis][s] * (plan.pleura_rough if s >= 1 else 1.0)
+        pleura = base + rough * profile_at(plan.pleura_noise, u)
         rel = d - pleura                                      # depth below the pleural line
         below = smoothstep(rel - 1.0 * self.w_pl, self.w_pl)
         ul = u - plan.slide[t] * below                        # lung content slides under the pleura
@@ -146,11 +176,14 @@ class FrameRenderer:
         shown = list(plan.small_cons) if s == 2 or (s == 3 and plan.white_lung) else []
         big = plan.large_cons if s == 3 else None
         broken = np.zeros_like(d)
-        phase = float(plan.off_depth[t] - plan.off_depth.mean()) * 6.0   # dynamic air bronchograms
+        bronchi = np.zeros_like(d)
+        # Dynamic air bronchograms: they swing along the beam with the breathing cycle.
+        phase = plan.bronchogram_swing * float(plan.breath[t]) if plan.breath is not None else 0.0
         for c, target in [(c, cons_small) for c in shown] + ([(big, cons_large)] if big is not None else []):
             region = consolidation_region(ul, rel, c)
-            w, e = consolidation_echo(ul, rel, c, region, phase, self._bmap(c))
+            w, e, b = consolidation_echo(ul, rel, c, region, phase, self._bmap(c), plan.bronchogram_amp)
             img = img * (1 - w) + e
+            np.maximum(bronchi, b, out=bronchi)
             np.maximum(target, region, out=target)
             broken = np.maximum(broken, smoothstep(1.0 - np.abs(ul - c.u) / c.half_width, 0.1))
         # Effusion: anechoic fluid at the base (the consolidated lung stays drawn over it).
@@ -167,6 +200,8 @@ class FrameRenderer:
         if s >= 2:
             gaps = np.maximum(smoothstep(profile_at(plan.pleura_gaps, ul), 0.1), broken)
             bright = bright * (1 - 0.85 * gaps)
+            if plan.pleura_frag is not None:    # covid: between the breaks the echo is fragmented too
+                bright = bright * (1 - 0.7 * np.clip(profile_at(plan.pleura_frag, ul), 0.0, 1.0))
         width = self.w_pl * (1.0 if s == 0 else 1.4) * plan.pleura_thick
         img = img + bright * gauss(rel, width)
 
@@ -194,5 +229,7 @@ class FrameRenderer:
             mask[(lung_px & (white > 0.5)) | (visible & (cons_large > 0))] = 4
             if plan.white_lung:
                 mask[visible & (cons_small > 0)] = 4
-        layers.update(shadow=shadow, effusion=eff, rel=rel, white=white)
+        layers.update(shadow=shadow, effusion=eff, rel=rel, white=white, pleura=pleura,
+                      bronchi=bronchi * g.inside, cons_small=cons_small, cons_large=cons_large)
+        layers["findings"] = frame_findings(plan, s, mask, layers, visible)
         return out, mask, layers

@@ -15,8 +15,8 @@ import numpy as np
 from lus.synth.geometry import Geometry, make_geometry
 from lus.synth.labels import frame_label, simulate_annotators, video_score
 from lus.synth.overlay import make_overlay
-from lus.synth.plan import VideoPlan, make_plan
-from lus.synth.render import FrameRenderer
+from lus.synth.plan import FindingParams, VideoPlan, make_plan
+from lus.synth.render import FINDINGS, FrameRenderer
 from lus.synth.style import HospitalStyle
 
 
@@ -33,19 +33,24 @@ class SyntheticVideo:
     geom: Geometry
     plan: VideoPlan
     pleura_rows: np.ndarray      # float (T,) pleural row on the central scan line (for tests)
+    findings: np.ndarray         # uint8 (T, F) per-frame flags of the findings shown, names in FINDINGS
+    layers: list[dict[str, np.ndarray]] | None = None   # per-frame render layers (keep_layers=True only)
 
 
 def render_video(rng: np.random.Generator, style: HospitalStyle, diagnosis: str, probe: str, n_frames: int,
                  fps: float, height: int, width: int, *, n_annotators: int = 4, annotator_noise: float = 0.03,
-                 max_transitions: int = 2, effusion_prob: float = 0.5, burned_text: bool = True,
+                 max_transitions: int = 2, findings: FindingParams | None = None, burned_text: bool = True,
                  score_rule: str = "mode", score_share: float = 0.25, score_noise: float = 0.1,
-                 point: str = "R1", severity: np.ndarray | None = None) -> SyntheticVideo:
+                 point: str = "R1", severity: np.ndarray | None = None, keep_layers: bool = False
+                 ) -> SyntheticVideo:
     """Render one video; every random draw comes from ``rng`` in a fixed order (deterministic).
 
-    ``severity`` (T,) optionally forces the per-frame severity (tests and example sheets).
+    ``findings``: diagnosis-specific finding params (None = the params defaults).
+    ``severity`` (T,) optionally forces the per-frame severity (tests and example sheets);
+    ``keep_layers`` keeps every frame's named render layers (tests; memory grows with T).
     """
     geom = make_geometry(height, width, probe, style.half_angle, style.apex_ratio)
-    plan = make_plan(rng, diagnosis, n_frames, fps, style.pleura_depth, max_transitions, effusion_prob,
+    plan = make_plan(rng, diagnosis, n_frames, fps, style.pleura_depth, max_transitions, findings,
                      severity=severity)
     renderer = FrameRenderer(geom, style, plan, rng)
     depth_cm = 8.0 + 8.0 * (0.3 - plan.pleura_depth) / 0.15
@@ -53,15 +58,20 @@ def render_video(rng: np.random.Generator, style: HospitalStyle, diagnosis: str,
     frames = np.empty((n_frames, height, width), dtype=np.uint8)
     masks = np.empty((n_frames, height, width), dtype=np.uint8)
     labels = np.empty(n_frames, dtype=np.int8)
+    flags = np.zeros((n_frames, len(FINDINGS)), dtype=np.uint8)
+    kept = [] if keep_layers else None
     for t in range(n_frames):
-        img, mask, _ = renderer.render(t, int(plan.severity[t]))
+        img, mask, layers = renderer.render(t, int(plan.severity[t]))
         frames[t] = np.maximum(img, overlay)
         masks[t] = mask
         labels[t] = frame_label(mask)
+        flags[t] = layers["findings"]
+        if kept is not None:
+            kept.append(layers)
     annot = simulate_annotators(labels, n_annotators, annotator_noise, rng)
     score = video_score(labels, score_rule, score_share, score_noise, rng)
     rows = np.array([renderer.pleura_row(t) for t in range(n_frames)])
-    return SyntheticVideo(frames, masks, labels, annot, score, overlay, geom, plan, rows)
+    return SyntheticVideo(frames, masks, labels, annot, score, overlay, geom, plan, rows, flags, kept)
 
 
 def write_avi(path: Path, frames: np.ndarray, fps: float) -> None:

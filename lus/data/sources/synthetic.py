@@ -1,7 +1,9 @@
 """Data source ``synthetic``: render the built-in lung-ultrasound dataset and return its manifest.
 
 Writes ``out_dir/videos/<video_id>.avi`` (MJPG) and ``out_dir/labels/<video_id>.npz`` (``labels``
-int8 (T,), ``annotators`` int8 (A, T), ``masks`` uint8 (T, H, W)); the returned rows follow
+int8 (T,), ``annotators`` int8 (A, T), ``masks`` uint8 (T, H, W), ``findings`` uint8 (T, F) flags of the
+diagnosis-specific findings each frame shows, ``finding_names`` str (F,) their names, see
+:data:`lus.synth.render.FINDINGS`); the returned rows follow
 :data:`lus.data.manifest.MANIFEST_COLUMNS` with paths relative to ``out_dir``. Everything is
 deterministic from ``seed`` (same seed -> byte-identical files).
 """
@@ -21,6 +23,7 @@ from tqdm import tqdm
 from lus.config.synthetic import SyntheticSection
 from lus.data.manifest import MANIFEST_COLUMNS
 from lus.synth.dataset import VideoSpec, iter_specs
+from lus.synth.render import FINDINGS
 from lus.synth.video import render_video, write_avi
 
 
@@ -47,14 +50,15 @@ def render_one(spec: VideoSpec, cfg: SyntheticSection, out_dir: Path) -> dict:
     vid = render_video(
         spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps, cfg.height, cfg.width,
         n_annotators=cfg.n_annotators, annotator_noise=cfg.annotator_noise,
-        max_transitions=cfg.max_transitions, effusion_prob=cfg.effusion_prob, burned_text=cfg.burned_text,
+        max_transitions=cfg.max_transitions, findings=cfg.finding_params(), burned_text=cfg.burned_text,
         score_rule=cfg.video_score_rule, score_share=cfg.video_score_share,
         score_noise=cfg.video_score_noise, point=spec.point,
     )
     video_rel = f"videos/{spec.video_id}.avi"
     label_rel = f"labels/{spec.video_id}.npz"
     write_avi(out_dir / video_rel, vid.frames, spec.fps)
-    _write_npz(out_dir / label_rel, labels=vid.labels, annotators=vid.annotators, masks=vid.masks)
+    _write_npz(out_dir / label_rel, labels=vid.labels, annotators=vid.annotators, masks=vid.masks,
+               findings=vid.findings, finding_names=np.array(FINDINGS))
     return {
         "video_id": spec.video_id, "path": video_rel, "patient_id": spec.patient_id,
         "hospital": spec.hospital, "probe": spec.probe, "fps": float(spec.fps),
