@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lus.config.synthetic import SyntheticSection  # noqa: E402
 from lus.synth.dataset import DIAGNOSES, iter_specs  # noqa: E402
+from lus.synth.plan import FindingParams  # noqa: E402
 from lus.synth.render import FINDINGS  # noqa: E402
 from lus.synth.video import SyntheticVideo, render_video  # noqa: E402
 
@@ -54,7 +55,7 @@ def collect(cfg: SyntheticSection, seed: int, per_row: int) -> dict[int, list[tu
     for spec in iter_specs(cfg, seed):
         vid = render_video(spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps,
                            cfg.height, cfg.width, max_transitions=cfg.max_transitions,
-                           findings=cfg.finding_params())
+                           findings=FindingParams.from_section(cfg))
         for s in range(4):
             idx = np.flatnonzero(vid.labels == s)
             if not len(idx):
@@ -116,7 +117,7 @@ def collect_diagnoses(cfg: SyntheticSection, seed: int, per_row: int) -> dict[st
             continue
         vid = render_video(spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps,
                            cfg.height, cfg.width, max_transitions=cfg.max_transitions,
-                           findings=cfg.finding_params())
+                           findings=FindingParams.from_section(cfg))
         cols = [FINDINGS.index(n) for n in WANTED[spec.diagnosis]]
         hits = vid.findings[:, cols].sum(axis=1) - (vid.labels > 0) * (spec.diagnosis == "healthy")
         t = int(np.argmax(hits))

@@ -414,5 +414,5 @@ def test_finding_params_validated():
                 {"effusion_prob_covid": 1.5}):
         with pytest.raises(ParamsError):
             SyntheticSection.from_dict(bad)
-    fp = SyntheticSection.from_dict({"bronchogram_strength": 0.9}).finding_params()
+    fp = FindingParams.from_section(SyntheticSection.from_dict({"bronchogram_strength": 0.9}))
     assert fp.bronchogram_strength == 0.9

@@ -52,11 +52,6 @@ class SyntheticSection(Section):
     style_shift: float = bounded(1.0, 0.0, 3.0, "strength of the per-hospital style differences (0 = identical)")
     workers: int = bounded(2, 1, 64, "processes rendering videos (the output does not depend on it)")
 
-    def finding_params(self) -> "FindingParams":
-        """The diagnosis-specific finding knobs as the generator's :class:`lus.synth.plan.FindingParams`."""
-        from lus.synth.plan import FindingParams
-        return FindingParams(**{k: getattr(self, k) for k in FindingParams.__dataclass_fields__})
-
     def validate(self) -> None:
         if self.frames_min > self.frames_max:
             raise ParamsError(f"params key 'synthetic.frames_min': {self.frames_min} is larger than "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lus.config.synthetic import SyntheticSection
 from lus.synth.texture import smooth_noise_1d
 
 N_PROFILE = 257                      # samples of the lateral profiles over u in [-1.5, 1.5]
@@ -33,8 +34,8 @@ MAX_SCORE = {"covid": 3, "pneumonia": 3, "healthy": 1}
 @dataclass(frozen=True)
 class FindingParams:
     """Strength and frequency of the diagnosis-specific findings: the params ``synthetic.<field>``
-    (meanings, ranges and defaults in :class:`lus.config.synthetic.SyntheticSection`; built by its
-    ``finding_params()``). They sit on top of the severity scheme: they change how a frame of a given
+    (meanings, ranges and defaults in :class:`lus.config.synthetic.SyntheticSection`; built by
+    :meth:`from_section`). They sit on top of the severity scheme: they change how a frame of a given
     score looks for a covid or a pneumonia patient, never its score or the meaning of its mask classes.
     """
 
@@ -48,11 +49,15 @@ class FindingParams:
     bronchogram_strength: float
     bronchogram_motion: float
 
-    @staticmethod
-    def default() -> "FindingParams":
-        """The params.yaml defaults (tests, example sheets)."""
-        from lus.config.synthetic import SyntheticSection
-        return SyntheticSection().finding_params()
+    @classmethod
+    def from_section(cls, cfg: SyntheticSection) -> "FindingParams":
+        """The finding knobs of a validated ``synthetic`` params section."""
+        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__})
+
+    @classmethod
+    def default(cls) -> "FindingParams":
+        """The section's defaults (tests, example sheets)."""
+        return cls.from_section(SyntheticSection())
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from lus.config.synthetic import SyntheticSection
 from lus.data.manifest import MANIFEST_COLUMNS
 from lus.synth.dataset import VideoSpec, iter_specs
+from lus.synth.plan import FindingParams
 from lus.synth.render import FINDINGS
 from lus.synth.video import render_video, write_avi
 
@@ -50,7 +51,7 @@ def render_one(spec: VideoSpec, cfg: SyntheticSection, out_dir: Path) -> dict:
     vid = render_video(
         spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps, cfg.height, cfg.width,
         n_annotators=cfg.n_annotators, annotator_noise=cfg.annotator_noise,
-        max_transitions=cfg.max_transitions, findings=cfg.finding_params(), burned_text=cfg.burned_text,
+        max_transitions=cfg.max_transitions, findings=FindingParams.from_section(cfg), burned_text=cfg.burned_text,
         score_rule=cfg.video_score_rule, score_share=cfg.video_score_share,
         score_noise=cfg.video_score_noise, point=spec.point,
     )
