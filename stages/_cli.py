@@ -19,6 +19,13 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_fold_data_args(parser: argparse.ArgumentParser) -> None:
+    """The inputs every per-fold stage reads: extracted frames, patient-wise folds, video manifest."""
+    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
+    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
+    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest (video -> patient)")
+
+
 def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
     """Parse argv, run ``main`` and turn expected user errors into one clear line and exit code 1."""
     args = parser.parse_args()

@@ -40,14 +40,12 @@ from lus.metrics.video import video_summary
 from lus.models.backbones import build_backbone
 from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.baselines import Task, task_baselines
-from stages._cli import run, stage_parser
+from stages._cli import add_fold_data_args, run, stage_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Chance levels and the linear probe of every task, on the run's patient-wise folds.")
-    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
-    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
-    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
+    add_fold_data_args(parser)
     parser.add_argument("--cache", default=".cache/features", help="feature cache folder (not a DVC output)")
     parser.add_argument("--out", default="models/baselines", help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")

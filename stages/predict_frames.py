@@ -44,7 +44,7 @@ from lus.report.localization import crop_panel, marker_coverage, pick_frames, wr
 from lus.report.seg_overlays import save_message
 from lus.runtime import resolve_device, seed_everything
 from lus.train.frame import predict
-from stages._cli import run, stage_parser
+from stages._cli import add_fold_data_args, run, stage_parser
 
 THETA_COLUMNS = [f"theta{k}_{i}" for k in (1, 2) for i in range(6)]
 COLUMNS = ["video_id", "patient_id", "fold", "frame_index", "label", "weak_label", "p0", "p1", "p2", "p3",
@@ -53,9 +53,7 @@ COLUMNS = ["video_id", "patient_id", "fold", "frame_index", "label", "weak_label
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Out-of-fold frame predictions, frame metrics and localisation pictures.")
-    parser.add_argument("--frames", default="data/frames")
-    parser.add_argument("--folds", default="data/splits/folds.json")
-    parser.add_argument("--manifest", default="data/raw/manifest.csv")
+    add_fold_data_args(parser)
     parser.add_argument("--models", default="models/frame", help="folder holding fold_<k>/model.pt")
     parser.add_argument("--out", default="data/predictions/frames.parquet")
     parser.add_argument("--metrics", default="data/predictions/frame_metrics.json")

@@ -49,7 +49,7 @@ from lus.runtime import provenance, resolve_device, seed_everything
 from lus.train.distributed import dist_env
 from lus.train.fold_jobs import run_fold_jobs, selected_folds
 from lus.train.loop import TrainConfig, checkpoint_finished, fit
-from stages._cli import run, stage_parser
+from stages._cli import add_fold_data_args, run, stage_parser
 
 
 
@@ -57,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Train the CNN-LSTM video classifier of every patient-wise fold.")
     parser.add_argument("--fold", type=int, action="append", default=None,
                         help="fold id (index into folds.json); repeat for several; default: every fold")
-    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
-    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
-    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
+    add_fold_data_args(parser)
     parser.add_argument("--frame-models", default="models/frame",
                         help="folder of the frame models, fold_<k> each (backbone frame_model)")
     parser.add_argument("--cache", default=".cache/features", help="feature cache folder (not a DVC output)")

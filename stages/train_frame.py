@@ -58,7 +58,7 @@ from lus.train.distributed import dist_env
 from lus.train.frame import predict, train_frame_fold
 from lus.train.fold_jobs import remove_stale, run_fold_jobs, selected_folds
 from lus.train.loop import checkpoint_finished
-from stages._cli import run, stage_parser
+from stages._cli import add_fold_data_args, run, stage_parser
 
 CLASSES = list(SCORES)
 
@@ -67,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Train the frame severity model of every patient-wise fold.")
     parser.add_argument("--fold", type=int, action="append", default=None,
                         help="fold id (index into folds.json); repeat for several; default: every fold")
-    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
-    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
-    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
+    add_fold_data_args(parser)
     parser.add_argument("--out", default="models/frame", help="output folder (one fold_<k> folder per fold)")
     parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every fold (names "
                                                    "fold_<k>/...; dvc exp show / dvc plots), e.g. dvclive/frame; "

@@ -47,15 +47,13 @@ from lus.parallel import add_workers_arg, run_jobs, worker_count
 from lus.train.distributed import dist_env
 from lus.train.fold_jobs import remove_stale
 from lus.train.frame import predict
-from stages._cli import run, stage_parser
+from stages._cli import add_fold_data_args, run, stage_parser
 from stages.train_frame import thread_count, train_on_patients
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Inner cross-fitting of the frame model for the aggregator (aggregator.cross_fit: inner).")
-    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
-    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
-    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest")
+    add_fold_data_args(parser)
     parser.add_argument("--out", default="models/frame_inner", help="output folder (one pair_<a>_<b> folder per pair)")
     parser.add_argument("--predictions", default="data/predictions/frames_inner.parquet",
                         help="frame probabilities of every outer fold's training videos (Parquet)")

@@ -51,16 +51,14 @@ from lus.train.distributed import dist_env
 from lus.train.fold_jobs import remove_stale
 from lus.train.live import replay_histories
 from lus.train.loop import TrainConfig, checkpoint_finished, fit
-from stages._cli import run, stage_parser
+from stages._cli import add_fold_data_args, run, stage_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("Train the segmentation architectures on the shared patient-wise folds.")
     parser.add_argument("--arch", action="append", default=None,
                         help="unet | unetpp | deeplabv3plus; repeat for several; default: segmentation.archs")
-    parser.add_argument("--frames", default="data/frames", help="folder of frame shards + index.csv")
-    parser.add_argument("--folds", default="data/splits/folds.json", help="patient-wise folds file")
-    parser.add_argument("--manifest", default="data/raw/manifest.csv", help="video manifest (video -> patient)")
+    add_fold_data_args(parser)
     parser.add_argument("--out", default="models/segmentation", help="output folder (one <arch> folder each)")
     parser.add_argument("--plots", default="plots/segmentation/archs", help="picture folder (one <arch> folder each)")
     parser.add_argument("--live", default="", help="DVCLive folder for per-epoch metrics of every architecture and "

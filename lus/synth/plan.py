@@ -102,12 +102,12 @@ class VideoPlan:
     pleura_thick: float         # pleural line thickness factor (covid: thickened)
     white_u: float              # centre of the white-lung zone (lateral units)
     white_hw: float             # its half-width (lateral units)
-    pleura_frag: np.ndarray | None = None   # (N,) >= 0: covid pleural echo interrupted (fragmented) at score >= 2
-    pleura_rough: float = 1.0   # multiplier of the pleural waviness at score >= 1 (covid: irregular)
-    light_beam: bool = False    # covid: B-lines are broad bands ("light beam") with spared lung between
-    bronchogram_amp: float = 0.0        # brightness of the air bronchograms (0 = none)
-    bronchogram_swing: float = 0.0      # their excursion with breathing, consolidation extents
-    breath: np.ndarray | None = None    # (T,) breathing phase signal in [-1, 1] (drives the bronchograms)
+    pleura_frag: np.ndarray     # (N,) >= 0: covid pleural echo interrupted (fragmented) at score >= 2 (else 0)
+    pleura_rough: float         # multiplier of the pleural waviness at score >= 1 (covid: irregular, else 1)
+    light_beam: bool            # covid: B-lines are broad bands ("light beam") with spared lung between
+    bronchogram_amp: float      # brightness of the air bronchograms (0 = none)
+    bronchogram_swing: float    # their excursion with breathing, consolidation extents
+    breath: np.ndarray          # (T,) breathing phase signal in [-1, 1] (drives the bronchograms)
 
 
 def severity_sequence(rng: np.random.Generator, diagnosis: str, n_frames: int, max_transitions: int) -> np.ndarray:

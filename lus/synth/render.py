@@ -178,7 +178,7 @@ class FrameRenderer:
         broken = np.zeros_like(d)
         bronchi = np.zeros_like(d)
         # Dynamic air bronchograms: they swing along the beam with the breathing cycle.
-        phase = plan.bronchogram_swing * float(plan.breath[t]) if plan.breath is not None else 0.0
+        phase = plan.bronchogram_swing * float(plan.breath[t])
         for c, target in [(c, cons_small) for c in shown] + ([(big, cons_large)] if big is not None else []):
             region = consolidation_region(ul, rel, c)
             w, e, b = consolidation_echo(ul, rel, c, region, phase, self._bmap(c), plan.bronchogram_amp)
@@ -200,8 +200,8 @@ class FrameRenderer:
         if s >= 2:
             gaps = np.maximum(smoothstep(profile_at(plan.pleura_gaps, ul), 0.1), broken)
             bright = bright * (1 - 0.85 * gaps)
-            if plan.pleura_frag is not None:    # covid: between the breaks the echo is fragmented too
-                bright = bright * (1 - 0.7 * np.clip(profile_at(plan.pleura_frag, ul), 0.0, 1.0))
+            # covid: between the breaks the echo is fragmented too (pleura_frag is 0 for the other diagnoses)
+            bright = bright * (1 - 0.7 * np.clip(profile_at(plan.pleura_frag, ul), 0.0, 1.0))
         width = self.w_pl * (1.0 if s == 0 else 1.4) * plan.pleura_thick
         img = img + bright * gauss(rel, width)
 
