@@ -5,7 +5,7 @@ from different videos (diagnosis, probe, hospital in the caption; one per diagno
 followed by the same frame with its 5-class mask overlaid.
 
 Per diagnosis (docs/img/synthetic_diagnoses.png): rows = covid / pneumonia / healthy; ``--per-row`` frames
-from different patients of the default dataset, chosen to show the diagnosis' findings (captions name the
+from different patients of an 18-patient synthetic set (seed 0), chosen to show the diagnosis' findings (captions name the
 findings the frame shows, from the generator's per-frame flags), then an over-time strip of the first
 video (M-mode: one scan line, time to the right) through the finding: the moving air bronchograms of
 pneumonia, the light-beam band of covid, the seashore sign (still wall, sliding lung) of a healthy lung.
@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lus.config.synthetic import SyntheticSection  # noqa: E402
-from lus.synth.dataset import DIAGNOSES, iter_specs  # noqa: E402
+from lus.synth.dataset import DIAGNOSES, VideoSpec, iter_specs  # noqa: E402
 from lus.synth.plan import FindingParams  # noqa: E402
 from lus.synth.render import FINDINGS  # noqa: E402
 from lus.synth.video import SyntheticVideo, render_video  # noqa: E402
@@ -44,6 +44,13 @@ def overlay(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
     return (bgr * (1 - a) + col * a).astype(np.uint8)
 
 
+def render(spec: VideoSpec, cfg: SyntheticSection) -> SyntheticVideo:
+    """One video of the dataset, rendered as the synthetic source renders it (in memory)."""
+    return render_video(spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps,
+                        cfg.height, cfg.width, max_transitions=cfg.max_transitions,
+                        findings=FindingParams.from_section(cfg))
+
+
 def collect(cfg: SyntheticSection, seed: int, per_row: int) -> dict[int, list[tuple[np.ndarray, np.ndarray, str]]]:
     """Up to ``per_row`` (frame, mask, caption) per score, each from a different video.
 
@@ -53,9 +60,7 @@ def collect(cfg: SyntheticSection, seed: int, per_row: int) -> dict[int, list[tu
     found: dict[int, list[tuple[np.ndarray, np.ndarray, str]]] = {s: [] for s in range(4)}
     spare: dict[int, list[tuple[np.ndarray, np.ndarray, str]]] = {s: [] for s in range(4)}
     for spec in iter_specs(cfg, seed):
-        vid = render_video(spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps,
-                           cfg.height, cfg.width, max_transitions=cfg.max_transitions,
-                           findings=FindingParams.from_section(cfg))
+        vid = render(spec, cfg)
         for s in range(4):
             idx = np.flatnonzero(vid.labels == s)
             if not len(idx):
@@ -115,9 +120,7 @@ def collect_diagnoses(cfg: SyntheticSection, seed: int, per_row: int) -> dict[st
     for spec in iter_specs(cfg, seed):
         if spec.probe != "convex" or any(p == spec.patient_id for *_, p in found[spec.diagnosis]):
             continue
-        vid = render_video(spec.rng(), spec.style, spec.diagnosis, spec.probe, spec.n_frames, spec.fps,
-                           cfg.height, cfg.width, max_transitions=cfg.max_transitions,
-                           findings=FindingParams.from_section(cfg))
+        vid = render(spec, cfg)
         cols = [FINDINGS.index(n) for n in WANTED[spec.diagnosis]]
         hits = vid.findings[:, cols].sum(axis=1) - (vid.labels > 0) * (spec.diagnosis == "healthy")
         t = int(np.argmax(hits))
