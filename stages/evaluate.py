@@ -147,11 +147,23 @@ def main(args: argparse.Namespace) -> None:
     frame_plots(Path(args.frame_confusion), Path(args.frame_models), folds, plots)
     for name, group in groups.items():
         write_json(out / f"{name}.json", {name: group})
-    write_text(out / "report.md", build_report(groups, source, classes))
+    write_text(out / "report.md", build_report(groups, source, classes,
+                                               frame_supervision=frame_supervision(Path(args.frame_models), folds)))
     video = groups["video"].get("uninorm", {})
     print(f"evaluate: frame accuracy {groups['frame'][arch].get('accuracy', float('nan')):.3f}, video uninorm "
           f"F1 {video.get('f1_weighted_mean', float('nan')):.3f}, CNN-LSTM accuracy "
           f"{groups['cnn_lstm'].get('accuracy_mean', float('nan')):.3f} -> {out}/report.md")
+
+
+def frame_supervision(frame_models: Path, folds: list[int]) -> str:
+    """What the frame models learned from (``label_source`` of their meta.json; empty if none was trained)."""
+    sources = []
+    for k in folds:
+        path = frame_models / f"fold_{k}" / "meta.json"
+        meta = read_json(path) if path.is_file() else {}
+        if meta.get("applicable", 1) and meta.get("label_source") and meta["label_source"] not in sources:
+            sources.append(meta["label_source"])
+    return "; ".join(sources)
 
 
 def build_parser() -> argparse.ArgumentParser:

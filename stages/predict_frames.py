@@ -24,6 +24,7 @@ note picture, and exits 0.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def load_fold_model(models_dir: Path, fold: int, sec: FrameModelSection) -> torc
             if meta.get(key) != getattr(sec, key):
                 raise ValueError(f"{meta_path}: trained with {key}={meta.get(key)!r} but frame_model.{key}="
                                  f"{getattr(sec, key)!r}; retrain (dvc repro train_frame)")
-    model = build_frame_model(model_spec(sec))
+    model = build_frame_model(dataclasses.replace(model_spec(sec), pretrained=False))   # weights come next
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 

@@ -55,7 +55,7 @@ from lus.parallel import add_workers_arg
 from lus.report.localization import epoch_crop_grid, pick_frames, write_jpeg
 from lus.runtime import provenance
 from lus.train.distributed import dist_env
-from lus.train.frame import predict, train_frame_fold
+from lus.train.frame import FoldFrames, predict, supervision_label, train_frame_model
 from lus.train.fold_jobs import remove_stale, run_fold_jobs, selected_folds
 from lus.train.loop import checkpoint_finished
 from stages._cli import add_fold_data_args, run, stage_parser
@@ -75,10 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crops", default="", help="folder for the per-epoch [frame | crop 1 | crop 2] pictures "
                                                     "(METHODS §1.5; fold_<k>/epoch_<n>.jpg), e.g. plots/frame/crops; "
                                                     "none if empty")
+    add_cache_arg(parser)
     add_workers_arg(parser, "folds")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
+
+
+def add_cache_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", default=".cache/features",
+                        help="feature cache folder (not a DVC output): frozen-prefix features of frame_model.arch "
+                             "mobilenet_v2; a frozen ImageNet backbone shares them with stages baselines and train_cnn_lstm")
 
 
 def fold_patients(folds_path: str | Path, fold: int) -> dict[str, list[str]]:
@@ -199,29 +206,29 @@ def train_on_patients(args: argparse.Namespace, out: Path, fold: int | str, trai
         for name in ("model.pt", "meta.json"):
             (out / name).unlink(missing_ok=True)
     t1 = time.perf_counter()
-    idx_tr, idx_va = torch.from_numpy(tr), torch.from_numpy(va)
     pictures = None
     if crops is not None and dist_env().is_main:
         if not resume and crops.is_dir():
             shutil.rmtree(crops)   # pictures of an earlier run
         pictures = EpochCropPictures(crops, fold, table, {"training patients": tr[targets[tr] >= 0],
                                                           "validation patients": va[targets[va] >= 0]}, seed)
-    model, result = train_frame_fold(table.images[idx_tr], targets[tr], table.images[idx_va], targets[va], sec, seed,
-                                     out, fingerprint=fingerprint, resume=resume, progress=progress,
-                                     on_validation=pictures.on_validation if pictures else None,
-                                     on_epoch_end=pictures.on_epoch_end if pictures else None)
+    model, result = train_frame_model(FoldFrames(table, tr, va), sec, seed, out, cache_dir=args.cache,
+                                      fingerprint=fingerprint, resume=resume, progress=progress,
+                                      on_validation=pictures.on_validation if pictures else None,
+                                      on_epoch_end=pictures.on_epoch_end if pictures else None)
     if not dist_env().is_main:
         return result.history, model
     n_frame_labels = int((table.labels[tr] >= 0).sum())
-    label_source = ("frame labels" if n_frame_labels == len(tr) else
-                    "weak video labels" if n_frame_labels == 0 else "frame labels, weak video labels where missing")
+    label_source = supervision_label(sec, n_frame_labels, len(tr))
     meta = {
         "applicable": 1, "arch": sec.arch, "classes": CLASSES, "input_size": sec.input_size, "crop_size": sec.crop_size,
         "fold": fold, "seed": seed, "params": sec.to_dict(),
         "selected_epoch": result.best_epoch, "selected_val_accuracy": result.best_score,
         "last_epoch": result.epochs_run,
         "last_val_accuracy": result.history[-1].get("val_accuracy") if result.history else None,
-        "selection": "val patients, crop-1 accuracy (frame label, else weak label)",
+        "selection": ("val patients, video accuracy of the pooled frame probabilities" if sec.supervision == "video"
+                      else "val patients, crop-1 accuracy (frame label, else weak label)"),
+        "supervision": sec.supervision,
         "label_source": label_source,
         "n_train_frames": int(len(tr)), "n_val_frames": int(len(va)),
         "n_train_videos": len({table.video_ids[v] for v in table.video[tr]}), "n_frame_labels_train": n_frame_labels,

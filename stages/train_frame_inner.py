@@ -48,7 +48,7 @@ from lus.train.distributed import dist_env
 from lus.train.fold_jobs import remove_stale
 from lus.train.frame import predict
 from stages._cli import add_fold_data_args, run, stage_parser
-from stages.train_frame import thread_count, train_on_patients
+from stages.train_frame import add_cache_arg, thread_count, train_on_patients
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="models/frame_inner", help="output folder (one pair_<a>_<b> folder per pair)")
     parser.add_argument("--predictions", default="data/predictions/frames_inner.parquet",
                         help="frame probabilities of every outer fold's training videos (Parquet)")
+    add_cache_arg(parser)
     add_workers_arg(parser, "models")
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")

@@ -168,6 +168,7 @@ def test_pipeline_reports_chance_and_probe_beside_every_model(tiny_repo):
     import json
 
     report = (tiny_repo / "metrics" / "report.md").read_text()
+    assert "Frame model trained on: frame labels." in report   # the report names the supervision used
     for section in ("## Table 1", "## Table 2", "## Patient-level COVID-19", "## CNN-LSTM"):
         part = report.split(section, 1)[1].split("\n## ", 1)[0]
         assert "*chance: most frequent training class*" in part, section

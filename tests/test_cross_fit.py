@@ -31,7 +31,7 @@ def _args(paths: dict, params: str, out: Path, workers: int = 2) -> argparse.Nam
     return argparse.Namespace(params=params, frames=str(paths["frames"]), folds=str(paths["folds"]),
                               manifest=str(paths["manifest"]), out=str(out / "models"),
                               predictions=str(out / "inner.parquet"), workers=workers, no_resume=False,
-                              no_progress=True)
+                              no_progress=True, cache=str(out / "cache"))
 
 
 def test_pair_patients_hold_out_both_test_sets():

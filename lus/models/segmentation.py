@@ -63,7 +63,7 @@ class SegmentationNet(nn.Module):
 
 def _load_offline_imagenet(net: nn.Module, encoder: str, in_channels: int) -> bool:
     """Load offline ImageNet weights into an smp encoder when a local file exists; True if loaded."""
-    from lus.models.backbones import offline_imagenet_file
+    from lus.models.imagenet import offline_imagenet_file
 
     path = offline_imagenet_file(encoder)
     if path is None:
@@ -100,7 +100,7 @@ def build_segmentation_model(arch: str, encoder: str = "mobilenet_v2", encoder_d
     loaded_offline = False
     smp_weights = None
     if encoder_weights == "imagenet":
-        from lus.models.backbones import offline_imagenet_file
+        from lus.models.imagenet import offline_imagenet_file
 
         if offline_imagenet_file(encoder) is None:
             smp_weights = "imagenet"  # smp downloads; only reached when the user asked for it

@@ -211,8 +211,9 @@ def table_cnn_lstm(cnn: Mapping[str, Any], classes: list[str]) -> str:
 
 
 def build_report(metrics: Mapping[str, Mapping[str, Any]], source: Mapping[str, Any], cnn_classes: list[str],
-                 command: str = "dvc repro") -> str:
-    """The whole markdown report from the evaluate stage's metric groups."""
+                 command: str = "dvc repro", frame_supervision: str = "") -> str:
+    """The whole markdown report from the evaluate stage's metric groups; ``frame_supervision`` says in words
+    what the frame model learned from (its ``meta.json`` ``label_source``)."""
     name = source.get("source", "?")
     synthetic = name == "synthetic"
     warning = ("**Data: built-in SYNTHETIC videos** — these numbers test the software, they say nothing about "
@@ -227,6 +228,7 @@ def build_report(metrics: Mapping[str, Mapping[str, Any]], source: Mapping[str, 
         "",
         "## Table 1 — frame-level severity (accuracy = micro-F1, %)",
         "",
+        *([f"Frame model trained on: {frame_supervision}.", ""] if frame_supervision else []),
         table1(metrics.get("frame", {})),
         "",
         "## Table 2 — video score (%)",
