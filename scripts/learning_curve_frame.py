@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lus.config.base import load_section  # noqa: E402
 from lus.config.frame_model import FrameModelSection  # noqa: E402
 from lus.data.folds import fold_partitions, make_folds  # noqa: E402
-from lus.data.frame_dataset import load_frame_table, read_index  # noqa: E402
-from lus.data.manifest import read_manifest  # noqa: E402
+from lus.data.frame_dataset import load_frame_table  # noqa: E402
 from lus.io import write_json  # noqa: E402
-from nested_cv_frame import train_and_score  # noqa: E402
+from nested_cv_frame import labelled_videos, train_and_score  # noqa: E402
 
 
 def main() -> None:
@@ -48,10 +47,8 @@ def main() -> None:
     args = ap.parse_args()
     override = yaml.safe_load(Path(args.config).read_text())[args.candidate]
     sec = FrameModelSection.from_dict({**load_section(FrameModelSection, args.params).to_dict(), **override})
-    index = read_index(args.frames)
-    manifest = read_manifest(args.manifest)
-    videos = manifest[manifest["video_id"].isin(set(index["video_id"]))].reset_index(drop=True)
-    table = load_frame_table(args.frames, videos, sec.input_size, index=index)
+    videos = labelled_videos(args.frames, args.manifest)
+    table = load_frame_table(args.frames, videos, sec.input_size)
     folds = make_folds(videos, 5, 0.2, args.seed)["folds"]
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
@@ -60,6 +61,13 @@ def train_and_score(table, sec: FrameModelSection, parts: dict[str, list[str]], 
             "predicted_counts": np.bincount(pred, minlength=4).tolist()}
 
 
+def labelled_videos(frames: str, manifest: str) -> pd.DataFrame:
+    """The manifest rows of the extracted videos (what the pipeline's split stage splits)."""
+    index = read_index(frames)
+    table = read_manifest(manifest)
+    return table[table["video_id"].isin(set(index["video_id"]))].reset_index(drop=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", default="data/frames")
@@ -81,11 +89,8 @@ def main() -> None:
         raise SystemExit(f"{args.grid}: expected a YAML list of frame_model override mappings")
     base = load_section(FrameModelSection, args.params).to_dict()
     candidates = [FrameModelSection.from_dict({**base, **c}) for c in grid]   # bad keys fail here, before any work
-    index = read_index(args.frames)
-    manifest = read_manifest(args.manifest)
-    videos = manifest[manifest["video_id"].isin(set(index["video_id"]))].reset_index(drop=True)
-    sizes = {c.input_size for c in candidates}
-    tables = {s: load_frame_table(args.frames, videos, s, index=index) for s in sizes}
+    videos = labelled_videos(args.frames, args.manifest)
+    tables = {s: load_frame_table(args.frames, videos, s) for s in {c.input_size for c in candidates}}
     report: dict = {"grid": grid, "seeds": {}}
     t0 = time.perf_counter()
     for seed in args.seeds:

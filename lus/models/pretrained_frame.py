@@ -90,7 +90,7 @@ class MobileNetV2Frame(nn.Module):
         return self.classify(maps)[0]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z, theta = self.classify(self.features[:self.n_frozen](imagenet_normalise(x)))
+        z, theta = self.classify(self.prefix(x))   # the frozen part needs no gradient on any path
         return {"logits": z, "scales": z.new_zeros(len(z), 2), "theta1": theta, "theta2": theta}
 
     def cache_key(self, input_size: int) -> dict[str, Any]:
