@@ -19,17 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lus.config.base import load_section  # noqa: E402
 from lus.config.frame_model import FrameModelSection  # noqa: E402
 from lus.data.folds import fold_partitions, make_folds  # noqa: E402
 from lus.data.frame_dataset import load_frame_table  # noqa: E402
+from lus.evaluation.nested_cv import extracted_videos, load_grid  # noqa: E402
 from lus.io import write_json  # noqa: E402
-from nested_cv_frame import labelled_videos, train_and_score  # noqa: E402
+from nested_cv_frame import train_and_score  # noqa: E402
 
 
 def main() -> None:
@@ -45,9 +44,11 @@ def main() -> None:
     ap.add_argument("--cache", default=".cache/features")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    override = yaml.safe_load(Path(args.config).read_text())[args.candidate]
-    sec = FrameModelSection.from_dict({**load_section(FrameModelSection, args.params).to_dict(), **override})
-    videos = labelled_videos(args.frames, args.manifest)
+    grid, candidates = load_grid(args.config, FrameModelSection, args.params)
+    if not 0 <= args.candidate < len(grid):
+        raise SystemExit(f"--candidate {args.candidate}: {args.config} lists {len(grid)} candidates")
+    override, sec = grid[args.candidate], candidates[args.candidate]
+    videos = extracted_videos(args.frames, args.manifest)
     table = load_frame_table(args.frames, videos, sec.input_size)
     folds = make_folds(videos, 5, 0.2, args.seed)["folds"]
     rng = np.random.default_rng(args.seed)

@@ -32,25 +32,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from lus.config.base import load_section
 from lus.config.cnn_lstm import CnnLstmSection
 from lus.config.data import BaseSection
 from lus.data.folds import fold_partitions, load_folds
-from lus.data.manifest import read_manifest, resolve_target
-from lus.data.video_sampling import FeatureCache, sequence_features
 from lus.io import write_csv, write_json
 from lus.metrics.classification import classification_scores
-from lus.models.backbones import build_backbone
-from lus.models.cnn_lstm import CnnLstmHead, predict_probs
+from lus.models.cnn_lstm import predict_probs
 from lus.parallel import add_workers_arg, run_jobs, worker_count
 from lus.runtime import provenance, resolve_device, seed_everything
+from lus.train.cnn_lstm import fit_head, labelled_videos, sequence_feature_tensor
 from lus.train.distributed import dist_env
 from lus.train.fold_jobs import run_fold_jobs, selected_folds
-from lus.train.loop import TrainConfig, checkpoint_finished, fit
+from lus.train.loop import TrainConfig, checkpoint_finished
 from stages._cli import add_fold_data_args, run, stage_parser
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,19 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class SequenceDataset:
-    """Cached feature sequences (V, T, D) and labels for the training loop's ``get_batch`` path."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def get_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[idx], self.y[idx]
-
-
 def main(args: argparse.Namespace) -> None:
     cfg = load_section(CnnLstmSection, args.params)
     folds = selected_folds(args.folds, args.fold)
@@ -93,25 +76,12 @@ def main(args: argparse.Namespace) -> None:
     run_fold_jobs(train_fold, args, folds, threads)
 
 
-def labelled_videos(args: argparse.Namespace, cfg: CnnLstmSection) -> tuple[pd.DataFrame, str, list[str]]:
-    """The extracted videos with a target (column ``y``), in video-id order; the target column and classes."""
-    index_path = Path(args.frames) / "index.csv"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"frame index not found: {index_path} (run: dvc repro extract_frames)")
-    index = pd.read_csv(index_path, dtype={"video_id": str})
-    manifest = read_manifest(args.manifest)
-    videos = manifest[manifest["video_id"].isin(set(index["video_id"]))].sort_values("video_id").reset_index(drop=True)
-    column, classes, y_all = resolve_target(videos, cfg.target)
-    videos["y"] = y_all.to_numpy()
-    return videos[videos["y"] >= 0].reset_index(drop=True), column, classes
-
-
 def warm_feature_cache(args: argparse.Namespace, cfg: CnnLstmSection, workers: int, threads: int) -> None:
     """A backbone shared by every fold (fixed ImageNet or file weights): its features of every labelled video,
     computed once, the videos split over the workers, before the folds start. Without this the first folds would
     compute the same features side by side. Each video is computed exactly as a fold would (same backbone, batch
     and thread count), so the folds read the same bytes either way."""
-    ids = labelled_videos(args, cfg)[0]["video_id"].tolist()
+    ids = labelled_videos(args.frames, args.manifest, cfg.target)[0]["video_id"].tolist()
     chunks = [ids[i::workers] for i in range(workers) if ids[i::workers]]
     t0 = time.perf_counter()
     computed = run_jobs(cache_features, [(args, chunk) for chunk in chunks], len(chunks), threads,
@@ -123,10 +93,7 @@ def warm_feature_cache(args: argparse.Namespace, cfg: CnnLstmSection, workers: i
 def cache_features(args: argparse.Namespace, video_ids: list[str]) -> int:
     """Put the features of ``video_ids`` into the cache; returns how many were computed."""
     cfg = load_section(CnnLstmSection, args.params)
-    backbone = build_backbone(cfg.backbone, cfg.weights, cfg.input_size).to(resolve_device(cfg.device))
-    cache = FeatureCache(args.cache, backbone.key, {"what": "frozen per-frame features", **backbone.key_info})
-    sequence_features(video_ids, args.frames, cfg.seq_len, lambda f: backbone.features(f, cfg.feature_batch), cache)
-    return cache.misses
+    return sequence_feature_tensor(cfg, video_ids, args.frames, args.cache)[2].misses
 
 
 def train_fold(args: argparse.Namespace, k: int, progress: bool) -> list[dict[str, float]]:
@@ -138,7 +105,7 @@ def train_fold(args: argparse.Namespace, k: int, progress: bool) -> list[dict[st
     out = Path(args.out) / f"fold_{k}"
     frame_model = Path(args.frame_models) / f"fold_{k}"
     parts = fold_partitions(load_folds(args.folds), k, str(args.folds))
-    videos, column, classes = labelled_videos(args, cfg)
+    videos, column, classes = labelled_videos(args.frames, args.manifest, cfg.target)
     part_of = {p: part for part, ids in parts.items() for p in ids}
     videos["part"] = videos["patient_id"].astype(str).map(part_of).fillna("")
     if not (videos["part"] == "train").any() or not (videos["part"] == "test").any():
@@ -146,52 +113,20 @@ def train_fold(args: argparse.Namespace, k: int, progress: bool) -> list[dict[st
 
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
-    backbone = build_backbone(cfg.backbone, cfg.weights, cfg.input_size,
-                              frame_model_dir=frame_model, fold=k).to(device)
-    cache = FeatureCache(args.cache, backbone.key, {"what": "frozen per-frame features", **backbone.key_info})
-
-    def extract(frames: np.ndarray) -> np.ndarray:
-        return backbone.features(frames, cfg.feature_batch)
-
-    feats = torch.from_numpy(sequence_features(videos["video_id"].tolist(), args.frames, cfg.seq_len, extract, cache,
-                                               progress=progress))
+    feats, backbone, cache = sequence_feature_tensor(cfg, videos["video_id"].tolist(), args.frames, args.cache,
+                                                     frame_model_dir=frame_model, fold=k, progress=progress)
     feat_s = time.perf_counter() - t0
     y = torch.as_tensor(videos["y"].to_numpy(), dtype=torch.long)
     rows = {p: np.flatnonzero(videos["part"].to_numpy() == p) for p in ("train", "val", "test")}
-    tr = torch.from_numpy(rows["train"])
-
-    seed_everything(seed)
-    model = CnnLstmHead(backbone.dim, len(classes), cfg.hidden, cfg.input_dropout, cfg.fc)
-    if cfg.standardize:
-        model.set_standardisation(feats[tr])
-    evaluate_fn = None
-    if len(rows["val"]):
-        xv, yv = feats[torch.from_numpy(rows["val"])], y[torch.from_numpy(rows["val"])]
-
-        def evaluate_fn(m: torch.nn.Module) -> dict[str, float]:
-            logits = m(xv.to(next(m.parameters()).device)).cpu()
-            return {"loss": float(F.cross_entropy(logits, yv)), "accuracy": float((logits.argmax(1) == yv).float().mean())}
-
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=min(cfg.batch_size, len(tr)), optimizer="adam", lr=cfg.lr,
-                       weight_decay=cfg.weight_decay, sampler="balanced" if cfg.balanced_sampling else "shuffle",
-                       select_metric=cfg.selection_metric if evaluate_fn else "score",
-                       select_mode="min" if cfg.selection_metric == "loss" else "max", patience=cfg.patience,
-                       seed=seed, device=cfg.device, progress=progress,
-                       checkpoint_every=cfg.checkpoint_every)
     fingerprint = {"fold": k, "backbone": backbone.key, "videos": videos["video_id"].tolist(), "target": column,
                    "params": cfg.to_dict()}
-
-    def loss_fn(m, batch):
-        x, t = batch
-        loss = F.cross_entropy(m(x), t)
-        return loss, {}
-
     t1 = time.perf_counter()
+    checkpoint = out / TrainConfig.checkpoint_name
     if cfg.checkpoint_every == 0 and dist_env().is_main:
-        (out / tcfg.checkpoint_name).unlink(missing_ok=True)  # a stale one from a run that wrote checkpoints
-    resume = not args.no_resume and not checkpoint_finished(out / tcfg.checkpoint_name)   # as train_frame
-    result = fit(model, SequenceDataset(feats[tr], y[tr]), loss_fn, out, tcfg, labels=y[tr].numpy(),
-                 evaluate_fn=evaluate_fn, fingerprint=fingerprint, resume=resume)
+        checkpoint.unlink(missing_ok=True)  # a stale one from a run that wrote checkpoints
+    resume = not args.no_resume and not checkpoint_finished(checkpoint)   # as train_frame
+    model, result = fit_head(feats, y, rows, len(classes), cfg, seed, out, progress=progress, resume=resume,
+                             fingerprint=fingerprint)
     train_s = time.perf_counter() - t1
     if not dist_env().is_main:
         return result.history
