@@ -105,3 +105,36 @@ def test_cnn_lstm_script_rejects_the_frame_model_backbone(tmp_path):
                           cwd=ROOT)
     assert proc.returncode != 0 and "candidate(s) [0] use backbone frame_model" in proc.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_a_single_candidate_is_plain_cross_validation():
+    calls = []
+    report = nested_cv(videos_table(), 1, lambda c, parts, seed: calls.append(parts) or {"accuracy": 1.0},
+                       "accuracy", folds=5, log=lambda m: None)
+    assert len(calls) == 5 and report["seeds"]["0"]["folds"][0]["inner_accuracy"] == []
+    assert [set(p["test"]) for p in calls] == [set(f["test"]) for f in make_folds(videos_table(), 5, 0.2, 0)["folds"]]
+
+
+def test_severity_feature_study_finds_the_texture_that_carries_the_label(tmp_path):
+    """Videos whose score is given by line orientation (vertical lines / dark blob / horizontal lines): the
+    hand-crafted texture measures (column and row spread per depth band) must recover it on test patients."""
+    from lus.models.imagenet import offline_imagenet_file
+
+    if offline_imagenet_file("mobilenet_v2") is None:
+        pytest.skip("no offline ImageNet MobileNetV2 weights")
+    paths = write_video_dataset(tmp_path, n_patients=15, frames=6)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"split": {"folds": [0, 1, 2, 3, 4]}}))
+    out = tmp_path / "study.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "severity_feature_study.py"), "--frames",
+                           str(paths["frames"]), "--manifest", str(paths["manifest"]), "--params", str(params),
+                           "--size", "32", "--single", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "LUS_OFFLINE": "1",
+                                                                         "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["single"]) == {"imagenet_m10", "imagenet_m13", "imagenet_m16", "imagenet_m18", "texture",
+                                     "imagenet_all", "texture+imagenet_m18"}
+    assert report["single"]["texture"]["0"] > 0.9
+    assert len(report["nested"]["seeds"]["0"]["folds"][0]["inner_f1_weighted"]) == 7
+    assert report["nested"]["f1_weighted_mean_over_seeds"] > 0.8

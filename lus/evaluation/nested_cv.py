@@ -42,7 +42,8 @@ def nested_cv(videos: pd.DataFrame, n_candidates: int, score: ScoreFn, metric: s
 
     ``videos``: one row per labelled video with ``patient_id`` (and the columns ``make_folds`` stratifies by).
     ``val_fraction``/``stratify_by``: as the ``split`` params section (the outer folds equal the pipeline's).
-    ``metric``: the key of ``score``'s result that is maximised. Ties go to the earlier candidate, so list the
+    ``metric``: the key of ``score``'s result that is maximised. With a single candidate the inner folds are
+    skipped and this is plain cross-validation of that configuration on the outer folds. Ties go to the earlier candidate, so list the
     simpler or cheaper candidates first.
     """
     if n_candidates < 1:
@@ -55,16 +56,17 @@ def nested_cv(videos: pd.DataFrame, n_candidates: int, score: ScoreFn, metric: s
         runs = []
         for k in (only_folds if only_folds else range(folds)):
             parts = fold_partitions(outer, k)
-            pool = set(parts["train"]) | set(parts["val"])
-            inner_folds = make_folds(videos[videos["patient_id"].astype(str).isin(pool)], inner, val_fraction, seed,
-                                     stratify_by)["folds"]
             inner_means = []
-            for c in range(n_candidates):
-                scores = [float(score(c, fold_partitions(inner_folds, j), seed + j)[metric]) for j in range(inner)]
-                inner_means.append(float(np.mean(scores)))
-                log(f"seed {seed} fold {k} candidate {c} {names[c]}: inner {metric} {inner_means[-1]:.3f} "
-                    f"({time.perf_counter() - t0:.0f} s)")
-            best = int(np.argmax(inner_means))
+            if n_candidates > 1:                 # a single candidate: nothing to choose, no inner folds
+                pool = set(parts["train"]) | set(parts["val"])
+                inner_folds = make_folds(videos[videos["patient_id"].astype(str).isin(pool)], inner, val_fraction,
+                                         seed, stratify_by)["folds"]
+                for c in range(n_candidates):
+                    scores = [float(score(c, fold_partitions(inner_folds, j), seed + j)[metric]) for j in range(inner)]
+                    inner_means.append(float(np.mean(scores)))
+                    log(f"seed {seed} fold {k} candidate {c} {names[c]}: inner {metric} {inner_means[-1]:.3f} "
+                        f"({time.perf_counter() - t0:.0f} s)")
+            best = int(np.argmax(inner_means)) if inner_means else 0
             test = score(best, parts, seed + k)
             log(f"seed {seed} fold {k}: chose {best}, outer test {metric} {float(test[metric]):.3f}")
             runs.append({"fold": k, f"inner_{metric}": inner_means, "chosen": best, "test": test})
