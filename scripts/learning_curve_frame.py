@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lus.config.frame_model import FrameModelSection  # noqa: E402
 from lus.data.folds import fold_partitions, make_folds  # noqa: E402
 from lus.data.frame_dataset import load_frame_table  # noqa: E402
-from lus.evaluation.nested_cv import extracted_videos, load_grid  # noqa: E402
+from lus.evaluation.nested_cv import extracted_videos, load_grid, split_settings  # noqa: E402
 from lus.io import write_json  # noqa: E402
 from nested_cv_frame import train_and_score  # noqa: E402
 
@@ -50,7 +50,8 @@ def main() -> None:
     override, sec = grid[args.candidate], candidates[args.candidate]
     videos = extracted_videos(args.frames, args.manifest)
     table = load_frame_table(args.frames, videos, sec.input_size)
-    folds = make_folds(videos, 5, 0.2, args.seed)["folds"]
+    split = split_settings(args.params)   # the pipeline's folds for this seed
+    folds = make_folds(videos, split["folds"], split["val_fraction"], args.seed, split["stratify_by"])["folds"]
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     curve = []

@@ -138,3 +138,29 @@ def test_severity_feature_study_finds_the_texture_that_carries_the_label(tmp_pat
     assert report["single"]["texture"]["0"] > 0.9
     assert len(report["nested"]["seeds"]["0"]["folds"][0]["inner_f1_weighted"]) == 7
     assert report["nested"]["f1_weighted_mean_over_seeds"] > 0.8
+
+
+def test_frame_script_runs_the_nested_loop_on_the_pipeline_folds(tmp_path):
+    """scripts/nested_cv_frame.py end to end on tiny videos (score = texture class): two candidates, every outer
+    fold scored once, the outer folds those of the split section."""
+    paths = write_video_dataset(tmp_path, n_patients=15, frames=6)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"split": {"folds": [0, 1, 2, 3, 4]}, "frame_model": {
+        "arch": "cnn", "input_size": 32, "crop_size": 32, "width": 0.25, "epochs": 2, "batch_size": 16}}))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump([{"lr": 0.0}, {"lr": 0.003}]))
+    out = tmp_path / "nested.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "nested_cv_frame.py"), "--frames",
+                           str(paths["frames"]), "--manifest", str(paths["manifest"]), "--params", str(params),
+                           "--grid", str(grid), "--cache", str(tmp_path / "cache"), "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "LUS_OFFLINE": "1",
+                                                                         "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    seed0 = report["seeds"]["0"]
+    assert report["grid"] == [{"lr": 0.0}, {"lr": 0.003}] and len(seed0["folds"]) == 5
+    assert all(len(f["inner_f1_weighted"]) == 2 for f in seed0["folds"])
+    manifest = pd.read_csv(paths["manifest"])
+    outer = make_folds(manifest, 5, 0.2, 0)["folds"]           # what the split stage makes with these params
+    for f, fold in zip(seed0["folds"], outer):               # each outer fold scored its own test patients' videos
+        assert sum(f["test"]["predicted_counts"]) == manifest["patient_id"].isin(fold["test"]).sum()
