@@ -75,10 +75,11 @@ def main() -> None:
 
     # Folds are made from every extracted video, as the split stage makes them; a fold's unlabelled videos are
     # simply not among the rows it trains or scores on (as in the stage).
-    report = {"target": column, "classes": classes, "grid": grid,
-              **nested_cv(extracted_videos(args.frames, args.manifest), len(candidates), score, "accuracy", seeds=args.seeds, inner=args.inner,
-                          only_folds=args.only_folds, names=[json.dumps(c) for c in grid],
-                          log=lambda m: print(m, flush=True), **split_settings(args.params))}
+    nested = nested_cv(extracted_videos(args.frames, args.manifest), len(candidates), score, "accuracy",
+                       seeds=args.seeds, inner=args.inner, only_folds=args.only_folds,
+                       names=[json.dumps(c) for c in grid], log=lambda m: print(m, flush=True),
+                       **split_settings(args.params))
+    report = {"target": column, "classes": classes, "grid": grid, **nested}
     write_json(args.out, report)
     print(json.dumps({s: (r["accuracy_mean"], r["chosen"]) for s, r in report["seeds"].items()}))
     print(f"most chosen: {report['most_chosen']}")

@@ -152,7 +152,8 @@ def test_frame_script_runs_the_nested_loop_on_the_pipeline_folds(tmp_path):
     out = tmp_path / "nested.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "nested_cv_frame.py"), "--frames",
                            str(paths["frames"]), "--manifest", str(paths["manifest"]), "--params", str(params),
-                           "--grid", str(grid), "--cache", str(tmp_path / "cache"), "--threads", "1", "--out", str(out)],
+                           "--grid", str(grid), "--cache", str(tmp_path / "cache"), "--threads", "1",
+                           "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "LUS_OFFLINE": "1",
                                                                          "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]

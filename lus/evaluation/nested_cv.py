@@ -37,14 +37,15 @@ ScoreFn = Callable[[int, dict[str, list[str]], int], dict[str, Any]]
 
 def nested_cv(videos: pd.DataFrame, n_candidates: int, score: ScoreFn, metric: str, *, seeds: Sequence[int] = (0,),
               folds: int = 5, inner: int = 3, only_folds: Sequence[int] | None = None,
-              val_fraction: float = 0.2, stratify_by: str = "auto", names: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+              val_fraction: float = 0.2, stratify_by: str = "auto", names: Sequence[str] | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the nested cross-validation; returns every inner and outer score (JSON-ready).
 
     ``videos``: one row per labelled video with ``patient_id`` (and the columns ``make_folds`` stratifies by).
     ``val_fraction``/``stratify_by``: as the ``split`` params section (the outer folds equal the pipeline's).
-    ``metric``: the key of ``score``'s result that is maximised. With a single candidate the inner folds are
-    skipped and this is plain cross-validation of that configuration on the outer folds. Ties go to the earlier candidate, so list the
-    simpler or cheaper candidates first.
+    ``metric``: the key of ``score``'s result that is maximised; ties go to the earlier candidate, so list the
+    simpler or cheaper candidates first. With a single candidate the inner folds are skipped and this is plain
+    cross-validation of that configuration on the outer folds.
     """
     if n_candidates < 1:
         raise ValueError("nested_cv: no candidates")

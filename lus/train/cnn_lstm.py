@@ -82,7 +82,8 @@ def fit_head(feats: torch.Tensor, y: torch.Tensor, rows: dict[str, np.ndarray], 
 
         def evaluate_fn(m: torch.nn.Module) -> dict[str, float]:
             logits = m(xv.to(next(m.parameters()).device)).cpu()
-            return {"loss": float(F.cross_entropy(logits, yv)), "accuracy": float((logits.argmax(1) == yv).float().mean())}
+            return {"loss": float(F.cross_entropy(logits, yv)),
+                    "accuracy": float((logits.argmax(1) == yv).float().mean())}
 
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=min(cfg.batch_size, len(tr)), optimizer="adam", lr=cfg.lr,
                        weight_decay=cfg.weight_decay, sampler="balanced" if cfg.balanced_sampling else "shuffle",
