@@ -195,3 +195,35 @@ def test_feature_stn_crops_the_prefix_map_and_learns_its_window():
     assert net.stn.loc[-1].weight.grad.abs().sum() > 0                      # the window is learned
     with pytest.raises(Exception, match="feature_stn"):
         FrameModelSection.from_dict({"arch": "mobilenet_v2", "train_blocks": 0, "feature_stn": True})
+
+
+def test_full_fine_tuning_trains_every_module_on_images_and_picks_cuda_when_present(tmp_path):
+    """train_blocks -1 (the GPU mode): no cached prefix, every parameter trains (on CPU here, at a tiny size), and
+    the stage records the device that ``device: auto`` resolved to (CUDA when present)."""
+    import yaml
+
+    import stages.train_frame as stage
+    from lus.runtime import resolve_device
+    from lus.train.frame import uses_prefix_cache
+
+    assert all(p.requires_grad for p in _net(train_blocks=-1).parameters())
+    assert not uses_prefix_cache(FrameModelSection.from_dict({"arch": "mobilenet_v2", "train_blocks": -1}))
+    paths = write_toy_shards(tmp_path / "toy", n_patients=6, videos_per_patient=1, frames_per_video=6, size=SIZE)
+    weights = {}
+    for lr in (0.0, 0.01):          # lr 0 leaves the stage's own initial weights (same seed, same init)
+        params = tmp_path / f"params_{lr}.yaml"
+        params.write_text(yaml.safe_dump({"base": {"seed": 0}, "frame_model": {
+            "arch": "mobilenet_v2", "pretrained": False, "train_blocks": -1, "input_size": SIZE, "crop_size": SIZE,
+            "epochs": 1, "batch_size": 8, "lr": lr, "pictures_per_score": 0}}))
+        args = argparse.Namespace(params=str(params), fold=[0], frames=str(paths["frames"]),
+                                  folds=str(paths["folds"]), manifest=str(paths["manifest"]),
+                                  out=str(tmp_path / f"models_{lr}"), live="", crops="", no_resume=False,
+                                  no_progress=True, workers=1, cache=str(tmp_path / "cache"))
+        stage.main(args)
+        weights[lr] = torch.load(tmp_path / f"models_{lr}" / "fold_0" / "model.pt", weights_only=True)
+    assert not list(tmp_path.glob("cache/**/*.npz"))           # trained on images: nothing cached
+    names = [n for n in weights[0.0] if n.startswith("features.") and n.endswith("weight")]
+    moved = {n.split(".")[1] for n in names if not torch.equal(weights[0.0][n], weights[0.01][n])}
+    assert moved == {str(i) for i in range(19)}               # every feature module trained, the first one included
+    meta = json.loads((tmp_path / f"models_{lr}" / "fold_0" / "meta.json").read_text())
+    assert meta["provenance"]["device"] == str(resolve_device("auto"))
