@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import torchvision
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -80,7 +81,7 @@ def video_feature_sets(frames_dir: str, video_ids: list[str], size: int) -> dict
     net.load_state_dict(torchvision_weights("mobilenet_v2", "imagenet", "--size")[0])
     net.eval()
     rows: dict[str, list[np.ndarray]] = {}
-    for vid in video_ids:
+    for vid in tqdm(video_ids, desc="features", unit="video"):
         frames = read_shard(Path(frames_dir) / f"{vid}.npz")["frames"]
         per_frame = {f"imagenet_m{k}": v for k, v in imagenet_module_features(net, frames, size).items()}
         per_frame["texture"] = texture_features(frames)
