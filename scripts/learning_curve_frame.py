@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lus.config.frame_model import FrameModelSection  # noqa: E402
 from lus.data.folds import fold_partitions, make_folds  # noqa: E402
 from lus.data.frame_dataset import load_frame_table  # noqa: E402
-from lus.evaluation.nested_cv import extracted_videos, load_grid, split_settings  # noqa: E402
+from lus.data.manifest import extracted_videos  # noqa: E402
+from lus.evaluation.nested_cv import load_grid, split_settings  # noqa: E402
 from lus.io import write_json  # noqa: E402
 from nested_cv_frame import train_and_score  # noqa: E402
 
@@ -48,7 +49,7 @@ def main() -> None:
     if not 0 <= args.candidate < len(grid):
         raise SystemExit(f"--candidate {args.candidate}: {args.config} lists {len(grid)} candidates")
     override, sec = grid[args.candidate], candidates[args.candidate]
-    videos = extracted_videos(args.frames, args.manifest)
+    videos = extracted_videos(args.manifest, Path(args.frames) / "index.csv")
     table = load_frame_table(args.frames, videos, sec.input_size)
     split = split_settings(args.params)   # the pipeline's folds for this seed
     folds = make_folds(videos, split["folds"], split["val_fraction"], args.seed, split["stratify_by"])["folds"]

@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lus.config.cnn_lstm import CnnLstmSection  # noqa: E402
-from lus.evaluation.nested_cv import (add_nested_cv_args, extracted_videos, load_grid, nested_cv,  # noqa: E402
-                                     split_settings)
+from lus.data.manifest import extracted_videos  # noqa: E402
+from lus.evaluation.nested_cv import add_nested_cv_args, load_grid, nested_cv, split_settings  # noqa: E402
 from lus.io import write_json  # noqa: E402
 from lus.metrics.classification import weighted_prf  # noqa: E402
 from lus.models.cnn_lstm import predict_probs  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
 
     # Folds are made from every extracted video, as the split stage makes them; a fold's unlabelled videos are
     # simply not among the rows it trains or scores on (as in the stage).
-    nested = nested_cv(extracted_videos(args.frames, args.manifest), len(candidates), score, "accuracy",
+    nested = nested_cv(extracted_videos(args.manifest, Path(args.frames) / "index.csv"), len(candidates), score, "accuracy",
                        seeds=args.seeds, inner=args.inner, only_folds=args.only_folds,
                        names=[json.dumps(c) for c in grid], log=lambda m: print(m, flush=True),
                        **split_settings(args.params))

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lus.config.frame_model import FrameModelSection  # noqa: E402
 from lus.data.frame_dataset import load_frame_table  # noqa: E402
-from lus.evaluation.nested_cv import (add_nested_cv_args, extracted_videos, load_grid, nested_cv,  # noqa: E402
-                                     split_settings)
+from lus.data.manifest import extracted_videos  # noqa: E402
+from lus.evaluation.nested_cv import add_nested_cv_args, load_grid, nested_cv, split_settings  # noqa: E402
 from lus.io import write_json  # noqa: E402
 from lus.metrics.classification import weighted_prf  # noqa: E402
 from lus.train.frame import FoldFrames, predict, train_frame_model  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads or torch.get_num_threads())
     grid, candidates = load_grid(args.grid, FrameModelSection, args.params)
-    videos = extracted_videos(args.frames, args.manifest)
+    videos = extracted_videos(args.manifest, Path(args.frames) / "index.csv")
     tables = {s: load_frame_table(args.frames, videos, s) for s in {c.input_size for c in candidates}}
 
     def score(c: int, parts: dict[str, list[str]], seed: int) -> dict:

@@ -38,7 +38,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lus.data.shards import read_shard  # noqa: E402
-from lus.evaluation.nested_cv import extracted_videos, nested_cv, split_settings  # noqa: E402
+from lus.data.manifest import extracted_videos  # noqa: E402
+from lus.evaluation.nested_cv import nested_cv, split_settings  # noqa: E402
 from lus.io import write_json  # noqa: E402
 from lus.metrics.classification import weighted_prf  # noqa: E402
 from lus.models.imagenet import imagenet_normalise, torchvision_weights  # noqa: E402
@@ -105,7 +106,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    videos = extracted_videos(args.frames, args.manifest)
+    videos = extracted_videos(args.manifest, Path(args.frames) / "index.csv")
     score_of = pd.to_numeric(videos["video_score"], errors="coerce")
     if score_of.isna().any():
         raise SystemExit(f"{args.manifest}: {int(score_of.isna().sum())} extracted video(s) have no video_score; "

@@ -12,32 +12,20 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from lus.config.base import load_section
 from lus.config.data import BaseSection, SplitSection
 from lus.data.folds import SplitError, check_folds, fold_class_counts, make_folds, stratification_labels
-from lus.data.manifest import read_manifest
+from lus.data.manifest import extracted_videos
 from lus.io import read_json, write_json
 from stages._cli import run, stage_parser
-
-
-def extracted_videos(manifest_path: Path, index_path: Path) -> pd.DataFrame:
-    """Manifest rows of the videos that extraction kept (skipped videos cannot be split)."""
-    manifest = read_manifest(manifest_path)
-    if not index_path.is_file():
-        raise FileNotFoundError(f"frame index not found: {index_path} (run: dvc repro extract_frames)")
-    kept = set(pd.read_csv(index_path, dtype={"video_id": str})["video_id"])
-    videos = manifest[manifest["video_id"].isin(kept)].reset_index(drop=True)
-    if videos.empty:
-        raise SplitError(f"{index_path}: no extracted videos to split")
-    return videos
 
 
 def main(args: argparse.Namespace) -> None:
     seed = load_section(BaseSection, args.params).seed
     cfg = load_section(SplitSection, args.params)
-    videos = extracted_videos(Path(args.manifest), Path(args.index))
+    videos = extracted_videos(args.manifest, args.index)
+    if videos.empty:
+        raise SplitError(f"{args.index}: no extracted videos to split")
     n_folds = len(cfg.folds)
     if cfg.override:
         source = cfg.override

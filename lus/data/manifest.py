@@ -178,6 +178,17 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def extracted_videos(manifest_path: str | Path, index_path: str | Path) -> pd.DataFrame:
+    """Manifest rows (in manifest order) of the videos that extraction kept, i.e. listed in its ``index.csv``:
+    the table the split stage splits; a skipped video has no frames."""
+    index_path = Path(index_path)
+    if not index_path.is_file():
+        raise FileNotFoundError(f"frame index not found: {index_path} (run: dvc repro extract_frames)")
+    kept = set(pd.read_csv(index_path, dtype={"video_id": str}, usecols=["video_id"])["video_id"])
+    manifest = read_manifest(manifest_path)
+    return manifest[manifest["video_id"].isin(kept)].reset_index(drop=True)
+
+
 def resolve_target(videos: pd.DataFrame, target: str) -> tuple[str, list[str], pd.Series]:
     """(column, class names, per-video class index with -1 = unknown) for ``cnn_lstm.target``."""
     diag = videos["diagnosis"].fillna("").astype(str).str.strip().str.lower()

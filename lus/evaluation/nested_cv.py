@@ -28,8 +28,6 @@ import yaml
 from lus.config.base import ParamsError, Section, load_section
 from lus.config.data import SplitSection
 from lus.data.folds import fold_partitions, make_folds
-from lus.data.frame_dataset import read_index
-from lus.data.manifest import read_manifest
 
 S = TypeVar("S", bound=Section)
 ScoreFn = Callable[[int, dict[str, list[str]], int], dict[str, Any]]
@@ -122,10 +120,3 @@ def split_settings(params: str | Path) -> dict[str, Any]:
         raise SystemExit(f"{params}: split.override is set ({cfg.override}); nested cross-validation makes its own "
                          f"folds with make_folds, so its outer folds would not be the pipeline's")
     return {"folds": len(cfg.folds), "val_fraction": cfg.val_fraction, "stratify_by": cfg.stratify_by}
-
-
-def extracted_videos(frames: str | Path, manifest: str | Path) -> pd.DataFrame:
-    """The manifest rows of the extracted videos: the table the ``split`` stage splits into folds."""
-    kept = set(read_index(frames)["video_id"])
-    table = read_manifest(manifest)
-    return table[table["video_id"].isin(kept)].reset_index(drop=True)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lus.config.cnn_lstm import CnnLstmSection
-from lus.data.manifest import read_manifest, resolve_target
+from lus.data.manifest import extracted_videos, resolve_target
 from lus.data.video_sampling import FeatureCache, sequence_features
 from lus.models.backbones import FeatureBackbone, build_backbone
 from lus.models.cnn_lstm import CnnLstmHead
@@ -40,12 +40,7 @@ class SequenceDataset:
 def labelled_videos(frames: str | Path, manifest: str | Path, target: str) -> tuple[pd.DataFrame, str, list[str]]:
     """The extracted videos with a ``cnn_lstm.target`` label (column ``y``), in video-id order; the target
     column and its classes."""
-    index_path = Path(frames) / "index.csv"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"frame index not found: {index_path} (run: dvc repro extract_frames)")
-    index = pd.read_csv(index_path, dtype={"video_id": str})
-    table = read_manifest(manifest)
-    videos = table[table["video_id"].isin(set(index["video_id"]))].sort_values("video_id").reset_index(drop=True)
+    videos = extracted_videos(manifest, Path(frames) / "index.csv").sort_values("video_id").reset_index(drop=True)
     column, classes, y_all = resolve_target(videos, target)
     videos["y"] = y_all.to_numpy()
     return videos[videos["y"] >= 0].reset_index(drop=True), column, classes
